@@ -1,0 +1,34 @@
+# The two set-up commands of the README:
+#   make cifar   -- the main job (three-way CIFAR-10 cross-check)
+#   make test    -- the test suite
+# Each creates .venv (once) and installs what it needs. torch==2.13.0 goes in first: on the
+# project's build machines that spec resolves to a local CPU wheel; any other spec pulls CUDA.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CIFAR_ARGS ?=
+
+.PHONY: test cifar lint venv clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q -e ".[test,dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+cifar: $(STAMP)
+	$(BIN)/python experiments/cifar10.py $(CIFAR_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check jaxopt_lab experiments tests
+	$(BIN)/ruff format --check jaxopt_lab experiments tests
+
+clean:
+	rm -rf $(VENV)
