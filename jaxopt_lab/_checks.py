@@ -1,0 +1,103 @@
+"""Input validation with torch's messages, run at trace time so users never see an XLA trace."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_schedule(value: Any) -> bool:
+    """True when a hyper-parameter is given as a schedule ``count -> value``."""
+    return callable(value)
+
+
+def require(ok: bool, message: str, error: type[Exception] = ValueError) -> None:
+    """Raise ``error(message)`` unless ``ok``."""
+    if not ok:
+        raise error(message)
+
+
+def check_number(value: Any, name: str) -> None:
+    """A hyper-parameter must be a real Python/NumPy number or a schedule."""
+    if is_schedule(value):
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        if isinstance(value, (jax.Array, np.ndarray)) and np.ndim(value) == 0:
+            return
+        raise TypeError(f"{name} must be a number or a schedule count -> value, got {value!r}")
+
+
+def check_range(value: Any, ok: Callable[[float], bool], message: str) -> None:
+    """torch-style range check (skipped for schedules and tracers); NaN always fails."""
+    if is_schedule(value) or isinstance(value, jax.core.Tracer):
+        return
+    v = float(value)
+    if math.isnan(v) or not ok(v):
+        raise ValueError(message)
+
+
+def check_ignored_flags(foreach: Any, fused: Any, capturable: Any, differentiable: Any) -> None:
+    """torch's implementation switches are accepted; they only need to be of the right type."""
+    for name, flag in (("foreach", foreach), ("fused", fused)):
+        require(flag is None or isinstance(flag, bool), f"{name} must be None or a bool", TypeError)
+    for name, flag in (("capturable", capturable), ("differentiable", differentiable)):
+        require(isinstance(flag, bool), f"{name} must be a bool", TypeError)
+
+
+def _path(path: tuple) -> str:
+    return jax.tree_util.keystr(path) or "<root>"
+
+
+def check_params(params: Any) -> None:
+    """Every leaf must be a floating-point array (torch: only float tensors can require grad)."""
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    require(len(leaves) > 0, "optimizer got an empty parameter list")
+    for path, leaf in leaves:
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"params leaf {_path(path)} has dtype {dtype}; only floating-point params can be "
+                "optimized (cast it, or keep it out of the optimized pytree)"
+            )
+
+
+def check_grads(params: Any, grads: Any) -> None:
+    """Grads must mirror params: same tree structure, and per leaf the same shape and dtype."""
+    p_def = jax.tree_util.tree_structure(params)
+    g_def = jax.tree_util.tree_structure(grads)
+    if p_def != g_def:
+        raise ValueError(f"grads tree structure {g_def} does not match params structure {p_def}")
+    p_leaves = jax.tree_util.tree_leaves_with_path(params)
+    for (path, p), g in zip(p_leaves, jax.tree_util.tree_leaves(grads), strict=True):
+        if np.shape(g) != np.shape(p):
+            raise ValueError(
+                f"grads leaf {_path(path)} has shape {np.shape(g)}, params leaf has {np.shape(p)}"
+            )
+        if getattr(g, "dtype", None) != p.dtype:
+            raise TypeError(
+                f"grads leaf {_path(path)} has dtype {getattr(g, 'dtype', type(g))}, "
+                f"params leaf has {p.dtype}"
+            )
+
+
+def check_state(state: Any, state_type: type, name: str) -> None:
+    """The state must come from this kind of optimizer's ``init``."""
+    if not isinstance(state, state_type):
+        made_by = type(state).__name__
+        raise TypeError(
+            f"{name}.update got a {made_by} state; it needs the {state_type.__name__} made by "
+            f"{name}(...).init(params) (was the state made by another optimizer?)"
+        )
+
+
+def check_buffers(params: Any, buffers: Any, field: str) -> None:
+    """A state buffer tree must mirror params (catches states built for other params)."""
+    try:
+        check_grads(params, buffers)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"optimizer state field {field!r} does not match params: {err}") from None

@@ -1,0 +1,160 @@
+"""Build an optimizer from a per-leaf rule: the one mechanism behind every algorithm here.
+
+A torch optimizer's ``step()`` loops over parameters and applies the same rule to each; so does
+:func:`leafwise`. You give
+
+* ``init_leaf(p) -> tuple of buffers`` (one array per state field, shaped like ``p``),
+* ``scalars(math) -> dict`` -- the step's hyper-parameter scalars, computed once per step with
+  Python-double semantics (``math.resolve``, ``math.pow``, ``math.sqrt``, ``math.step``), and
+* ``update_leaf(p, g, buffers, ctx) -> (p, buffers)`` -- the rule for one array, where
+  ``ctx.scalars`` holds those scalars rounded to the leaf's math dtype, ``ctx.count`` the number
+  of steps already taken and ``ctx.zero`` an opaque ``-0.0`` (see :mod:`jaxopt_lab._kernels`).
+
+and get an :class:`~jaxopt_lab.Optimizer` with validation, schedules, dtype handling and a
+NamedTuple state ``(count, *fields)`` whose fields are pytrees shaped like the params.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from . import _double
+from ._base import Optimizer, Params, ScalarOrSchedule
+from ._checks import check_buffers, check_grads, check_params, check_state, is_schedule
+from ._kernels import math_dtype, opaque_zero
+
+
+class ScalarMath(NamedTuple):
+    """Scalar arithmetic for one step: Python doubles, double-single or float64 values."""
+
+    count: jax.Array
+    wide: bool
+
+    def resolve(self, value: ScalarOrSchedule) -> _double.Real:
+        """A hyper-parameter's value at this step (schedules are called with ``count``)."""
+        value = value(self.count) if is_schedule(value) else value
+        return _double.lift(value, self.wide, self.count)
+
+    @property
+    def step(self) -> _double.Real:
+        """torch's 1-based ``step`` after its increment, as a double."""
+        return _double.lift((self.count + 1).astype(jnp.float32), self.wide, self.count)
+
+    def pow(self, base: float, exponent: jax.Array) -> _double.Real:
+        """``base ** exponent`` for an integer exponent, in double precision."""
+        return _double.ipow(base, exponent, self.wide)
+
+    def sqrt(self, x: _double.Real) -> _double.Real:
+        return _double.sqrt(x)
+
+
+class LeafContext(NamedTuple):
+    """What a per-leaf rule sees besides its arrays."""
+
+    count: jax.Array
+    scalars: Mapping[str, jax.Array]
+    zero: jax.Array
+
+
+InitLeaf = Callable[[jax.Array], Sequence[jax.Array | None]]
+UpdateLeaf = Callable[
+    [jax.Array, jax.Array, tuple[Any, ...], LeafContext], tuple[jax.Array, Sequence[Any]]
+]
+Scalars = Callable[[ScalarMath], Mapping[str, _double.Real]]
+
+
+def make_state_type(name: str, fields: Sequence[str]) -> type:
+    """A NamedTuple state class ``(count, *fields)``."""
+    return NamedTuple(name, [("count", jax.Array), *[(f, Any) for f in fields]])
+
+
+def leafwise(
+    name: str,
+    init_leaf: InitLeaf,
+    update_leaf: UpdateLeaf,
+    scalars: Scalars,
+    state_type: type | None = None,
+    fields: Sequence[str] = (),
+) -> Optimizer:
+    """Turn a per-leaf update rule into an :class:`Optimizer` over any pytree.
+
+    Args:
+      name: the optimizer's name, used in error messages.
+      init_leaf: ``p -> tuple`` of initial buffers, one per field (``None`` for an unused field).
+      update_leaf: ``(p, g, buffers, ctx) -> (new_p, new_buffers)`` for one array.
+      scalars: ``math -> {name: value}``, the step's hyper-parameter scalars.
+      state_type: a NamedTuple class ``(count, *fields)``; made from ``fields`` when omitted.
+      fields: the buffer field names (only needed without ``state_type``).
+
+    Returns:
+      An optimizer whose state is ``state_type(count, *fields)``, ``count`` an int32 scalar.
+
+    Example (sign-SGD)::
+
+        opt = jol.leafwise(
+            "sign_sgd",
+            init_leaf=lambda p: (),
+            update_leaf=lambda p, g, bufs, ctx: (p - ctx.scalars["lr"] * jnp.sign(g), ()),
+            scalars=lambda math: {"lr": math.resolve(0.01)},
+        )
+    """
+    if state_type is None:
+        state_type = make_state_type(f"{name.title().replace('_', '')}State", fields)
+    field_names = state_type._fields[1:]
+
+    def init(params: Params) -> Any:
+        check_params(params)
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        per_leaf = [tuple(init_leaf(p)) for p in leaves]
+        columns = []
+        for i, _ in enumerate(field_names):
+            col = [bufs[i] for bufs in per_leaf]
+            columns.append(None if col[0] is None else jax.tree_util.tree_unflatten(treedef, col))
+        return state_type(jnp.zeros((), jnp.int32), *columns)
+
+    def update(params: Params, grads: Any, state: Any) -> tuple[Params, Any]:
+        check_params(params)
+        check_grads(params, grads)
+        check_state(state, state_type, name)
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        g_leaves = jax.tree_util.tree_leaves(grads)
+        columns = []
+        for field in field_names:
+            tree = getattr(state, field)
+            if tree is not None:
+                check_buffers(params, tree, field)
+                columns.append(jax.tree_util.tree_leaves(tree))
+            else:
+                columns.append([None] * len(leaves))
+        count = jnp.asarray(state.count, jnp.int32)
+        contexts: dict[Any, LeafContext] = {}
+
+        def context(dtype: Any) -> LeafContext:
+            md = math_dtype(dtype)
+            if md not in contexts:
+                values = scalars(ScalarMath(count, wide=md == jnp.float64))
+                rounded = {k: _double.round_to(v, md) for k, v in values.items()}
+                contexts[md] = LeafContext(count, rounded, opaque_zero(count, md))
+            return contexts[md]
+
+        new_leaves, new_columns = [], [[] for _ in field_names]
+        for i, (p, g) in enumerate(zip(leaves, g_leaves, strict=True)):
+            bufs = tuple(col[i] for col in columns)
+            new_p, new_bufs = update_leaf(p, g, bufs, context(p.dtype))
+            new_leaves.append(new_p)
+            for col, b in zip(new_columns, new_bufs, strict=True):
+                col.append(b)
+        new_state = state_type(
+            count + 1,
+            *[
+                None if getattr(state, f) is None else jax.tree_util.tree_unflatten(treedef, col)
+                for f, col in zip(field_names, new_columns, strict=True)
+            ],
+        )
+        return jax.tree_util.tree_unflatten(treedef, new_leaves), new_state
+
+    return Optimizer(init, update)

@@ -1,0 +1,113 @@
+"""RMSprop (plain, centered, with momentum), as ``torch.optim.RMSprop``."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from . import _kernels as K
+from ._base import Optimizer, ScalarOrSchedule
+from ._checks import check_ignored_flags, check_number, check_range, is_schedule
+from ._leafwise import LeafContext, ScalarMath, leafwise
+
+
+class RMSpropState(NamedTuple):
+    """``count`` (int32); ``square_avg``; ``momentum_buffer`` and ``grad_avg`` when used."""
+
+    count: jax.Array
+    square_avg: Any
+    momentum_buffer: Any
+    grad_avg: Any
+
+
+def rmsprop(
+    lr: ScalarOrSchedule = 1e-2,
+    alpha: ScalarOrSchedule = 0.99,
+    eps: ScalarOrSchedule = 1e-8,
+    weight_decay: ScalarOrSchedule = 0.0,
+    momentum: ScalarOrSchedule = 0.0,
+    centered: bool = False,
+    *,
+    maximize: bool = False,
+    foreach: bool | None = None,
+    capturable: bool = False,
+    differentiable: bool = False,
+) -> Optimizer:
+    r"""RMSprop exactly as torch computes it.
+
+    .. math::
+
+        g_t &\leftarrow g_t + \lambda\theta_{t-1} \\
+        v_t &= \alpha v_{t-1} + (1 - \alpha) g_t^2 \\
+        \bar g_t &= \operatorname{lerp}(\bar g_{t-1}, g_t, 1 - \alpha) \text{ (centered)} \\
+        d_t &= \sqrt{v_t - \bar g_t^2} + \epsilon \text{ (centered) else } \sqrt{v_t} + \epsilon \\
+        b_t &= \mu b_{t-1} + g_t / d_t, \quad \theta_t = \theta_{t-1} - \gamma b_t
+            \text{ (momentum) else } \theta_t = \theta_{t-1} - \gamma g_t / d_t
+
+    Args:
+      lr, alpha, eps, weight_decay, momentum: as torch (numbers or schedules).
+      centered: normalize by the estimated variance instead of the second moment.
+      maximize: ascend instead of descend.
+      foreach, capturable, differentiable: torch switches, accepted and ignored.
+
+    Differences from torch.optim:
+      * None in the arithmetic. optax's ``rmsprop`` puts ``eps`` inside the square root by
+        default (``eps_in_sqrt=True``), initializes the accumulator with ``initial_scale`` and
+        applies momentum to the already-scaled update: see the README's difference table.
+    """
+    check_ignored_flags(foreach, None, capturable, differentiable)
+    for name, value in (("lr", lr), ("alpha", alpha), ("eps", eps)):
+        check_number(value, name)
+    check_number(weight_decay, "weight_decay")
+    check_number(momentum, "momentum")
+    check_range(lr, lambda v: v >= 0.0, f"Invalid learning rate: {lr}")
+    check_range(eps, lambda v: v >= 0.0, f"Invalid epsilon value: {eps}")
+    check_range(momentum, lambda v: v >= 0.0, f"Invalid momentum value: {momentum}")
+    check_range(weight_decay, lambda v: v >= 0.0, f"Invalid weight_decay value: {weight_decay}")
+    check_range(alpha, lambda v: v >= 0.0, f"Invalid alpha value: {alpha}")
+    use_momentum = is_schedule(momentum) or momentum > 0
+    use_decay = is_schedule(weight_decay) or weight_decay != 0
+
+    def init_leaf(p: jax.Array) -> tuple[Any, ...]:
+        zero = jnp.zeros_like(p)
+        return zero, (zero if use_momentum else None), (zero if centered else None)
+
+    def scalars(math: ScalarMath) -> dict[str, Any]:
+        a = math.resolve(alpha)
+        return {
+            "neg_lr": -math.resolve(lr),
+            "alpha": a,
+            "one_minus_alpha": 1 - a,
+            "eps": math.resolve(eps),
+            "weight_decay": math.resolve(weight_decay),
+            "momentum": math.resolve(momentum),
+            "one": 1.0,
+            "minus_one": -1.0,
+        }
+
+    def update_leaf(p, g, bufs, ctx: LeafContext):
+        square_avg, buf, grad_avg = bufs
+        s = ctx.scalars
+        g = -g if maximize else g
+        if use_decay:
+            g = K.add(g, p, s["weight_decay"])
+        # square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
+        square_avg = K.addcmul(K.mul(square_avg, s["alpha"], ctx.zero), g, g, s["one_minus_alpha"])
+        if centered:
+            grad_avg = K.lerp(grad_avg, g, s["one_minus_alpha"])
+            # square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
+            avg = K.sqrt(K.addcmul(square_avg, grad_avg, grad_avg, s["minus_one"]))
+        else:
+            avg = K.sqrt(square_avg)
+        avg = K.add_scalar(avg, s["eps"])
+        if use_momentum:
+            # buf.mul_(momentum).addcdiv_(grad, avg); param.add_(buf, alpha=-lr)
+            buf = K.addcdiv(K.mul(buf, s["momentum"], ctx.zero), g, avg, s["one"])
+            p = K.add(p, buf, s["neg_lr"])
+        else:
+            p = K.addcdiv(p, g, avg, s["neg_lr"])
+        return p, (square_avg, buf, grad_avg)
+
+    return leafwise("rmsprop", init_leaf, update_leaf, scalars, RMSpropState)

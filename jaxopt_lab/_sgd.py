@@ -1,0 +1,106 @@
+"""SGD with momentum, dampening, Nesterov and weight decay, as ``torch.optim.SGD``."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from . import _kernels as K
+from ._base import Optimizer, ScalarOrSchedule
+from ._checks import check_ignored_flags, check_number, check_range, is_schedule, require
+from ._leafwise import LeafContext, ScalarMath, leafwise
+
+
+class SGDState(NamedTuple):
+    """``count``: steps taken (int32); ``momentum_buffer``: params-shaped, None without momentum."""
+
+    count: jax.Array
+    momentum_buffer: Any
+
+
+def sgd(
+    lr: ScalarOrSchedule = 1e-3,
+    momentum: ScalarOrSchedule = 0.0,
+    dampening: ScalarOrSchedule = 0.0,
+    weight_decay: ScalarOrSchedule = 0.0,
+    nesterov: bool = False,
+    *,
+    maximize: bool = False,
+    foreach: bool | None = None,
+    differentiable: bool = False,
+    fused: bool | None = None,
+) -> Optimizer:
+    r"""Stochastic gradient descent, step for step and rounding for rounding as torch's.
+
+    With :math:`g_t` the gradient (negated if ``maximize``), :math:`\lambda` the weight decay,
+    :math:`\mu` the momentum and :math:`\tau` the dampening:
+
+    .. math::
+
+        g_t &\leftarrow g_t + \lambda \theta_{t-1} \\
+        b_t &= g_t \text{ at the first step, else } \mu b_{t-1} + (1 - \tau) g_t \\
+        g_t &\leftarrow g_t + \mu b_t \text{ if nesterov, else } b_t \\
+        \theta_t &= \theta_{t-1} - \gamma g_t
+
+    Args:
+      lr: learning rate :math:`\gamma`, a number or a schedule ``count -> lr``.
+      momentum: :math:`\mu`; 0 keeps no buffer.
+      dampening: :math:`\tau`.
+      weight_decay: :math:`\lambda` (L2 penalty added to the gradient).
+      nesterov: Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
+      maximize: ascend instead of descend.
+      foreach, differentiable, fused: torch implementation switches, accepted and ignored: the
+        result always equals torch's ``foreach=False`` CPU path, and the update is always
+        differentiable with ``jax.grad``.
+
+    Returns:
+      An :class:`~jaxopt_lab.Optimizer` with :class:`SGDState`.
+
+    Differences from torch.optim:
+      * The first step copies the gradient into the buffer (torch's ``momentum_buffer is None``
+        case) by testing ``count == 0``, so a zero-initialized buffer in the state is fine.
+      * A scheduled ``momentum`` always keeps a buffer; a NaN hyper-parameter is rejected
+        (torch's SGD lets a NaN ``lr`` through).
+    """
+    check_ignored_flags(foreach, fused, False, differentiable)
+    for name, value in (("lr", lr), ("momentum", momentum), ("dampening", dampening)):
+        check_number(value, name)
+    check_number(weight_decay, "weight_decay")
+    check_range(lr, lambda v: v >= 0.0, f"Invalid learning rate: {lr}")
+    check_range(momentum, lambda v: v >= 0.0, f"Invalid momentum value: {momentum}")
+    check_range(weight_decay, lambda v: v >= 0.0, f"Invalid weight_decay value: {weight_decay}")
+    if nesterov and not is_schedule(momentum) and not is_schedule(dampening):
+        require(
+            momentum > 0 and dampening == 0,
+            "Nesterov momentum requires a momentum and zero dampening",
+        )
+    use_momentum = is_schedule(momentum) or momentum != 0
+    use_decay = is_schedule(weight_decay) or weight_decay != 0
+
+    def init_leaf(p: jax.Array) -> tuple[jax.Array | None]:
+        return (jnp.zeros_like(p) if use_momentum else None,)
+
+    def scalars(math: ScalarMath) -> dict[str, Any]:
+        return {
+            "neg_lr": -math.resolve(lr),
+            "momentum": math.resolve(momentum),
+            "one_minus_dampening": 1 - math.resolve(dampening),
+            "weight_decay": math.resolve(weight_decay),
+        }
+
+    def update_leaf(p, g, bufs, ctx: LeafContext):
+        (buf,) = bufs
+        s = ctx.scalars
+        g = -g if maximize else g
+        if use_decay:
+            g = K.add(g, p, s["weight_decay"])  # grad.add(param, alpha=wd)
+        if use_momentum:
+            # buf.mul_(momentum).add_(grad, alpha=1 - dampening): the product is rounded first.
+            later = K.add(K.mul(buf, s["momentum"], ctx.zero), g, s["one_minus_dampening"])
+            buf = jnp.where(ctx.count == 0, g, later)  # first step: buf = grad.clone()
+            g = K.add(g, buf, s["momentum"]) if nesterov else buf
+        return K.add(p, g, s["neg_lr"]), (buf,)  # param.add_(grad, alpha=-lr)
+
+    return leafwise("sgd", init_leaf, update_leaf, scalars, SGDState)
