@@ -9,6 +9,8 @@
     params, state = jax.jit(opt.update)(params, grads, state)
 """
 
+from . import losses as losses
+from . import schedules as schedules
 from ._adagrad import AdagradState as AdagradState
 from ._adagrad import adagrad as adagrad
 from ._adam import AdamState as AdamState
@@ -27,16 +29,35 @@ from ._rmsprop import RMSpropState as RMSpropState
 from ._rmsprop import rmsprop as rmsprop
 from ._sgd import SGDState as SGDState
 from ._sgd import sgd as sgd
+from .checkpoint import Checkpointer as Checkpointer
+from .checkpoint import DataPosition as DataPosition
+from .checkpoint import Restored as Restored
 
 __version__ = "0.1.0"
+
+# Submodules with heavy imports (tensorflow-datasets, flax models, the training loop) load on
+# first use: ``jol.data``, ``jol.models``, ``jol.train``, ``jol.crosscheck``, ``jol.torch_state``.
+_LAZY = ("crosscheck", "data", "models", "torch_state", "train")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AdagradState",
     "AdamState",
+    "Checkpointer",
+    "DataPosition",
     "LeafContext",
     "Optimizer",
     "ParamGroupsState",
     "RMSpropState",
+    "Restored",
     "SGDState",
     "ScalarMath",
     "Schedule",
@@ -44,9 +65,16 @@ __all__ = [
     "adam",
     "adamw",
     "as_optax",
+    "crosscheck",
+    "data",
     "from_optax",
     "leafwise",
+    "losses",
+    "models",
     "param_groups",
     "rmsprop",
+    "schedules",
     "sgd",
+    "torch_state",
+    "train",
 ]

@@ -96,8 +96,8 @@ def adam(
     use_decay = is_schedule(weight_decay) or weight_decay != 0
 
     def init_leaf(p: jax.Array) -> tuple[Any, ...]:
-        zero = jnp.zeros_like(p)
-        return zero, zero, (zero if amsgrad else None)
+        # One array per buffer: aliased buffers could not be donated together.
+        return jnp.zeros_like(p), jnp.zeros_like(p), (jnp.zeros_like(p) if amsgrad else None)
 
     def scalars(math: ScalarMath) -> dict[str, Any]:
         b1, b2, lr_ = math.resolve(beta1), math.resolve(beta2), math.resolve(lr)

@@ -71,8 +71,8 @@ def rmsprop(
     use_decay = is_schedule(weight_decay) or weight_decay != 0
 
     def init_leaf(p: jax.Array) -> tuple[Any, ...]:
-        zero = jnp.zeros_like(p)
-        return zero, (zero if use_momentum else None), (zero if centered else None)
+        fresh = jnp.zeros_like  # one array per buffer, so the state can be donated
+        return fresh(p), (fresh(p) if use_momentum else None), (fresh(p) if centered else None)
 
     def scalars(math: ScalarMath) -> dict[str, Any]:
         a = math.resolve(alpha)

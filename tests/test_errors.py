@@ -1,0 +1,16 @@
+"""Every row of ``cases.INVALID`` raises its exception with its (torch's) message."""
+
+import re
+
+import pytest
+from cases import INVALID
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"), [r[1:] for r in INVALID], ids=[r[0] for r in INVALID]
+)
+def test_invalid_input(make, error, message):
+    with pytest.raises(error) as info:
+        make()
+    assert re.search(message, str(info.value)), str(info.value)
+    assert type(info.value) is error  # not a subclass such as an XLA error
