@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 tests
 
 cifar: $(STAMP)
 	$(BIN)/python experiments/cifar10.py $(CIFAR_ARGS)

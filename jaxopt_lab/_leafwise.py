@@ -157,4 +157,7 @@ def leafwise(
         )
         return jax.tree_util.tree_unflatten(treedef, new_leaves), new_state
 
-    return Optimizer(init, update)
+    # Always compiled: op-by-op (eager) execution would round ``a + s * b`` twice where the
+    # compiled kernel -- like torch's -- fuses it, so eager and jit results would differ.
+    # Validation still runs (at trace time) on every new input structure.
+    return Optimizer(init, jax.jit(update))

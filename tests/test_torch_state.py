@@ -1,0 +1,477 @@
+"""torch.optim <-> jaxopt_lab state hand-off: resuming in the other framework changes nothing.
+
+For every row of ``HANDOFF_CASES``, with the same ill-scaled gradient sequence fed to both:
+
+* torch -> jax: torch trains 50 steps, its params and ``state_dict()`` are converted, jaxopt_lab
+  trains 50 more; the result equals torch training 100 steps;
+* jax -> torch: jaxopt_lab trains 50 steps, the state is loaded into a fresh torch optimizer,
+  torch trains 50 more; the result equals jaxopt_lab training 100 steps.
+
+"Equals" compares the params and every state buffer (and the step count) after step 100:
+
+* float32 with a correctly rounded ``Tensor.sqrt`` patched into torch: **bitwise**. torch's CPU
+  ``sqrt`` (MKL/SLEEF vector code) is 1 ULP off the correctly rounded result for some inputs;
+  jaxopt_lab's is correctly rounded (see README), so this isolates the hand-off from that known
+  difference. SGD uses no sqrt and is bitwise without the patch too.
+* float32 and float64 against stock torch: within ``F32_REL_BOUND`` / ``F64_REL_BOUND``
+  (relative to each leaf's largest value; derivations and measured figures at their
+  definitions). SGD is bitwise in both, RMSprop in float64.
+
+The gradients do not depend on the params (a fixed sequence), so the only feedback of a
+difference into later steps is weight decay and the optimizer's own buffers; the bounds below
+are per-element and cover that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from jaxopt_lab import torch_state as ts
+
+STEPS = 50  # steps before and after the hand-off
+
+# The params: a nested tree with a 0-d leaf. tree_leaves order: b, s, w[0], w[1].
+SHAPES = {"b": (5,), "s": (), "w": [(3, 4), (2, 3, 2)]}
+
+
+@dataclasses.dataclass(frozen=True)
+class HandoffCase:
+    """One torch optimizer configuration (groups: torch param groups over torch ids)."""
+
+    name: str
+    cls: type
+    kwargs: dict[str, Any]
+    groups: tuple[dict[str, Any], ...] | None = None  # torch param groups, "params": torch ids
+    ids: Any = None  # leaf -> torch id map (None: tree_leaves order)
+    uses_sqrt: bool = True
+
+
+O = torch.optim
+HANDOFF_CASES = [
+    HandoffCase("sgd", O.SGD, {"lr": 1e-2}, uses_sqrt=False),
+    HandoffCase(
+        "sgd_momentum_dampening_wd",
+        O.SGD,
+        {"lr": 1e-2, "momentum": 0.9, "dampening": 0.1, "weight_decay": 1e-2},
+        uses_sqrt=False,
+    ),
+    HandoffCase(
+        "sgd_nesterov_maximize",
+        O.SGD,
+        {"lr": 1e-3, "momentum": 0.8, "nesterov": True, "weight_decay": 1e-3, "maximize": True},
+        uses_sqrt=False,
+    ),
+    HandoffCase("adam_wd", O.Adam, {"lr": 1e-2, "weight_decay": 1e-2}),
+    HandoffCase("adamw", O.AdamW, {"lr": 1e-2, "weight_decay": 1e-1, "betas": (0.8, 0.99)}),
+    HandoffCase("amsgrad", O.Adam, {"lr": 1e-2, "amsgrad": True, "eps": 1e-6}),
+    HandoffCase(
+        "rmsprop_centered_momentum",
+        O.RMSprop,
+        {"lr": 1e-3, "centered": True, "momentum": 0.9, "weight_decay": 1e-2, "alpha": 0.9},
+    ),
+    HandoffCase(
+        "adagrad_lr_decay",
+        O.Adagrad,
+        {"lr": 1e-1, "lr_decay": 1e-2, "weight_decay": 1e-2, "initial_accumulator_value": 0.1},
+    ),
+    # Two groups over a permuted id map: torch ids 0, 1 are leaves w[1], b; ids 2, 3 are s, w[0].
+    HandoffCase(
+        "sgd_two_groups",
+        O.SGD,
+        {"lr": 1e-2, "momentum": 0.9},
+        groups=({"params": [0, 1], "lr": 1e-1}, {"params": [2, 3], "momentum": 0.5}),
+        ids={"b": 1, "s": 2, "w": [3, 0]},
+        uses_sqrt=False,
+    ),
+    # Two groups with their own step-carrying state, over another id map (Adagrad: cheap to
+    # compile; the per-group counts and the id map are what this row checks).
+    HandoffCase(
+        "adagrad_two_groups",
+        O.Adagrad,
+        {"lr": 1e-1},
+        groups=({"params": [0, 1], "lr_decay": 0.1}, {"params": [2, 3], "weight_decay": 1e-2}),
+        ids={"b": 2, "s": 0, "w": [1, 3]},
+    ),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def make_params(dtype: Any, seed: int = 0) -> Any:
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(
+        lambda shape: jnp.asarray(rng.normal(size=shape), dtype),
+        SHAPES,
+        is_leaf=lambda x: isinstance(x, tuple),
+    )
+
+
+def ill_scaled(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """Magnitudes 1e-3..1e3 (log-uniform), random signs, about 1 in 8 exact zeros."""
+    magnitude = 10.0 ** rng.uniform(-3, 3, size=shape)
+    sign = rng.choice([-1.0, 1.0], size=shape)
+    zero = rng.random(size=shape) < 0.125
+    return np.where(zero, 0.0, sign * magnitude).astype(dtype)
+
+
+def make_grads(params: Any, steps: int, seed: int = 1) -> list[Any]:
+    rng = np.random.default_rng(seed)
+    return [
+        jax.tree.map(lambda p: jnp.asarray(ill_scaled(rng, p.shape, p.dtype)), params)
+        for _ in range(steps)
+    ]
+
+
+def torch_optimizer(case: HandoffCase, tensors: list[torch.Tensor]) -> torch.optim.Optimizer:
+    """``case.cls`` over ``tensors`` (in torch id order; torch numbers ids group after group)."""
+    if case.groups is None:
+        return case.cls(tensors, foreach=False, **case.kwargs)
+    groups = [
+        {**g, "params": [tensors[i] for i in g["params"]]} for g in copy.deepcopy(case.groups)
+    ]
+    return case.cls(groups, foreach=False, **case.kwargs)
+
+
+def torch_steps(opt: torch.optim.Optimizer, tensors, grads, ids) -> None:
+    for g in grads:
+        for t, arr in zip(tensors, ts.params_to_torch(g, ids), strict=True):
+            t.grad = arr.detach()
+        opt.step()
+
+
+def jitted_update(case: HandoffCase) -> Any:
+    """The case's jaxopt_lab update, built by ``optimizer_from_torch``, compiled once per dtype.
+
+    (Adam's double-precision bias-correction scalars take seconds to compile on CPU; building
+    the optimizer once per case keeps this file under a minute.)
+    """
+    if case.name not in _UPDATES:
+        template = torch_optimizer(case, ts.params_to_torch(make_params(jnp.float32), case.ids))
+        _UPDATES[case.name] = jax.jit(ts.optimizer_from_torch(template, ids=case.ids).update)
+    return _UPDATES[case.name]
+
+
+_UPDATES: dict[str, Any] = {}
+
+
+def jax_steps(case: HandoffCase, params, state, grads):
+    update = jitted_update(case)
+    for g in grads:
+        params, state = update(params, g, state)
+    return params, state
+
+
+@contextlib.contextmanager
+def correctly_rounded_torch_sqrt():
+    """Replace torch's CPU ``sqrt`` (up to 1 ULP off in float32) by NumPy's IEEE sqrt."""
+    sqrt, sqrt_ = torch.Tensor.sqrt, torch.Tensor.sqrt_
+
+    def exact(t: torch.Tensor) -> torch.Tensor:
+        # bfloat16/float16: torch computes in float32 and rounds once to the storage dtype.
+        x = t.detach().float() if t.dtype in (torch.bfloat16, torch.float16) else t.detach()
+        with np.errstate(invalid="ignore"):  # sqrt(<0) = NaN, silently, as torch's
+            return torch.from_numpy(np.asarray(np.sqrt(x.numpy()))).to(t.dtype)
+
+    def exact_(t: torch.Tensor) -> torch.Tensor:
+        return t.copy_(exact(t))
+
+    torch.Tensor.sqrt, torch.Tensor.sqrt_ = exact, exact_
+    try:
+        yield
+    finally:
+        torch.Tensor.sqrt, torch.Tensor.sqrt_ = sqrt, sqrt_
+
+
+def flat(params: Any, state: Any) -> list[np.ndarray]:
+    """Params then every state leaf (count included), as NumPy arrays."""
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves((params, state))]
+
+
+def ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """How many representable numbers lie between a and b (0: same bits or +-0)."""
+    if not np.issubdtype(a.dtype, np.floating):
+        return np.abs(a.astype(np.int64) - b.astype(np.int64))
+    ints = {4: np.int32, 8: np.int64}[a.dtype.itemsize]
+
+    def ordered(x):
+        i = x.view(ints).astype(np.int64)
+        return np.where(i < 0, np.iinfo(ints).min - i, i)  # monotone map float -> int
+
+    return np.abs(ordered(a) - ordered(b))
+
+
+def compare(got: list[np.ndarray], want: list[np.ndarray]) -> dict[str, float]:
+    assert [x.shape for x in got] == [x.shape for x in want]
+    assert [x.dtype for x in got] == [x.dtype for x in want]
+    ulps = np.concatenate([ulp_distance(a, b).ravel() for a, b in zip(got, want, strict=True)])
+    rel = max(
+        float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), np.finfo(np.float64).tiny))
+        for a, b in zip(got, want, strict=True)
+        if a.size and np.issubdtype(a.dtype, np.floating)
+    )
+    return {"bitwise_fraction": float(np.mean(ulps == 0)), "max_ulp": float(ulps.max()), "rel": rel}
+
+
+# ---------------------------------------------------------------------------------------------
+# The two hand-off directions
+
+
+def torch_then_jax(case: HandoffCase, dtype: Any) -> dict[str, float]:
+    params0 = make_params(dtype)
+    grads = make_grads(params0, 2 * STEPS)
+    tensors = ts.params_to_torch(params0, case.ids)
+    topt = torch_optimizer(case, tensors)
+    torch_steps(topt, tensors, grads[:STEPS], case.ids)
+    # Hand-off: torch's params and state at step 50 -> jaxopt_lab.
+    sd = copy.deepcopy(topt.state_dict())
+    params = ts.params_from_torch(tensors, params0, case.ids)
+    state = ts.state_from_torch(sd, params, ids=case.ids, count=STEPS)  # (SGD keeps no step)
+    assert jax.tree.structure(state) == jax.tree.structure(
+        ts.optimizer_from_torch(sd, ids=case.ids).init(params)
+    )
+    got = jax_steps(case, params, state, grads[STEPS:])
+    torch_steps(topt, tensors, grads[STEPS:], case.ids)  # torch alone to 100
+    want = (
+        ts.params_from_torch(tensors, params0, case.ids),
+        ts.state_from_torch(topt, params0, ids=case.ids, count=2 * STEPS),
+    )
+    return compare(flat(*got), flat(*want))
+
+
+def jax_then_torch(case: HandoffCase, dtype: Any) -> dict[str, float]:
+    params0 = make_params(dtype)
+    grads = make_grads(params0, 2 * STEPS)
+    template = torch_optimizer(case, ts.params_to_torch(params0, case.ids))
+    opt = ts.optimizer_from_torch(template, ids=case.ids)
+    params, state = jax_steps(case, params0, opt.init(params0), grads[:STEPS])
+    # Hand-off: jaxopt_lab's params and state at step 50 -> a fresh torch optimizer.
+    tensors = ts.params_to_torch(params, case.ids)
+    topt = torch_optimizer(case, tensors)
+    topt.load_state_dict(ts.state_to_torch(state, params, topt, ids=case.ids))
+    torch_steps(topt, tensors, grads[STEPS:], case.ids)
+    want = jax_steps(case, params, state, grads[STEPS:])  # jaxopt_lab alone to 100
+    got = (
+        ts.params_from_torch(tensors, params0, case.ids),
+        ts.state_from_torch(topt, params0, ids=case.ids, count=int(want[1].count)),
+    )
+    return compare(flat(*got), flat(*want))
+
+
+DIRECTIONS = {"torch_then_jax": torch_then_jax, "jax_then_torch": jax_then_torch}
+
+# Tolerances against stock torch, derived (n = 50 steps after the hand-off; before it both
+# sides run the same framework, so differences only arise after it):
+#
+# float32: torch's CPU sqrt is at most 1 ULP off (measured on 2**20 inputs log-uniform over
+# 1e-30..1e30: 17.06% off by exactly 1 ULP, none by more; in float64 1.27% differ), a relative
+# error <= 2**-23 in each denominator, hence in each
+# update u_k. The gradients are fixed, so nothing amplifies it except buffers that accumulate the
+# update (RMSprop's momentum: x 1/(1 - mu) = 10 here) and weight decay (lambda * lr << 1). The
+# params then differ by <= n * 2**-23 * 10 * max|u_k|, and with |u_k| <= max|param| (lr <= 0.1,
+# O(1) params) the relative difference per leaf is <= 50 * 10 * 2**-23 ~= 6e-5.
+# Measured (max over rows and directions): 1.35e-7 (RMSprop); 91-100% of the numbers bitwise.
+F32_REL_BOUND = 50 * 10 * 2.0**-23
+#
+# float64: each op rounds with relative error <= 2**-53; a few ULP of difference per step over
+# n steps gives <= 50 * 4 * 2**-52 ~= 4.4e-14. The issue asks for ~1e-12; we assert that.
+# Measured: 7.4e-16 (Adam family, 74-91% bitwise), 1.1e-17 (Adagrad), 0 (SGD, RMSprop). The
+# float64 Adam/Adagrad differences remain with a correctly rounded sqrt patched in: they come
+# from the optimizers' float64 arithmetic vs torch's (outside this module: the float32 hand-off
+# is bitwise), and are reported as a float64 parity gap.
+F64_REL_BOUND = 1e-12
+
+
+@pytest.mark.parametrize("direction", list(DIRECTIONS))
+@pytest.mark.parametrize("case", HANDOFF_CASES, ids=lambda c: c.name)
+def test_float32_bitwise_with_correctly_rounded_sqrt(case: HandoffCase, direction: str) -> None:
+    with correctly_rounded_torch_sqrt():
+        result = DIRECTIONS[direction](case, jnp.float32)
+    assert result["bitwise_fraction"] == 1.0, result
+
+
+@pytest.mark.parametrize("direction", list(DIRECTIONS))
+@pytest.mark.parametrize("case", HANDOFF_CASES, ids=lambda c: c.name)
+def test_float32_against_stock_torch(case: HandoffCase, direction: str) -> None:
+    result = DIRECTIONS[direction](case, jnp.float32)
+    if not case.uses_sqrt:
+        assert result["bitwise_fraction"] == 1.0, result
+    assert result["rel"] <= F32_REL_BOUND, result
+
+
+@pytest.mark.parametrize("direction", list(DIRECTIONS))
+@pytest.mark.parametrize("case", HANDOFF_CASES, ids=lambda c: c.name)
+def test_float64(case: HandoffCase, direction: str) -> None:
+    result = DIRECTIONS[direction](case, jnp.float64)
+    assert result["rel"] <= F64_REL_BOUND, result
+    if not case.uses_sqrt or case.cls is torch.optim.RMSprop:
+        assert result["bitwise_fraction"] == 1.0, result
+
+
+# ---------------------------------------------------------------------------------------------
+# Edge cases and invalid hand-offs: (description, build, expected error, message pattern)
+
+
+def _adam_after(steps: int, **kwargs: Any) -> tuple[torch.optim.Optimizer, list[torch.Tensor]]:
+    tensors = ts.params_to_torch(make_params(jnp.float32))
+    opt = torch.optim.Adam(tensors, foreach=False, **kwargs)
+    for _ in range(steps):
+        for t in tensors:
+            t.grad = torch.ones_like(t)
+        opt.step()
+    return opt, tensors
+
+
+def _sd_with(mutate) -> dict[str, Any]:
+    opt, _ = _adam_after(2)
+    sd = copy.deepcopy(opt.state_dict())
+    mutate(sd)
+    return sd
+
+
+P32 = make_params(jnp.float32)
+INVALID = [
+    (
+        "wrong kind",
+        lambda: ts.state_from_torch(_adam_after(1)[0], P32, kind="sgd"),
+        ValueError,
+        "kind='sgd', but the torch optimizer is 'adam'",
+    ),
+    (
+        "too few params",
+        lambda: ts.state_from_torch(_adam_after(1)[0], {"b": P32["b"]}),
+        ValueError,
+        "the torch optimizer has 4 params .* but params has 1 leaves",
+    ),
+    (
+        "buffer shape",
+        lambda: ts.state_from_torch(_adam_after(1)[0], P32, ids={"b": 1, "s": 0, "w": [2, 3]}),
+        ValueError,
+        r"exp_avg of params leaf \['b'\] \(torch param id 1\) has shape \(\)",
+    ),
+    (
+        "buffer dtype",
+        lambda: ts.state_from_torch(_adam_after(1)[0], make_params(jnp.float64)),
+        TypeError,
+        "has dtype float32, the params leaf has float64",
+    ),
+    (
+        "steps differ within a group",
+        lambda: ts.state_from_torch(
+            _sd_with(lambda sd: sd["state"][3].__setitem__("step", torch.tensor(7.0))), P32
+        ),
+        ValueError,
+        r"different numbers of steps \(step 2: .*; step 7: params leaf \['w'\]\[1\]",
+    ),
+    (
+        "non-integral step",
+        lambda: ts.state_from_torch(
+            _sd_with(
+                lambda sd: [e.__setitem__("step", torch.tensor(2.5)) for e in sd["state"].values()]
+            ),
+            P32,
+        ),
+        ValueError,
+        "has step 2.5; expected a whole number",
+    ),
+    (
+        "param without state",
+        lambda: ts.state_from_torch(_sd_with(lambda sd: sd["state"].pop(2)), P32),
+        ValueError,
+        r"no state for params leaf \['w'\]\[0\] \(torch param id 2\)",
+    ),
+    (
+        "count disagrees with step",
+        lambda: ts.state_from_torch(_adam_after(3)[0], P32, count=5),
+        ValueError,
+        "count=5, but torch's state says step 3",
+    ),
+    (
+        "amsgrad buffer missing",
+        lambda: ts.state_to_torch(
+            jol_adam_state(amsgrad=False), P32, _adam_after(0, amsgrad=True)[0]
+        ),
+        ValueError,
+        "state has no 'max_exp_avg_sq' buffer",
+    ),
+    (
+        "state of another optimizer",
+        lambda: ts.state_to_torch(jol_adam_state(), P32, torch.optim.SGD(ts.params_to_torch(P32))),
+        ValueError,
+        "state is a AdamState, but the torch optimizer needs a SGDState",
+    ),
+    (
+        "Adam or AdamW unknown",
+        lambda: ts.torch_kind([{"params": [0], "betas": (0.9, 0.999), "lr": 1e-3}]),
+        ValueError,
+        "cannot tell Adam from AdamW",
+    ),
+    (
+        "unsupported optimizer",
+        lambda: ts.state_from_torch(torch.optim.Adamax(ts.params_to_torch(P32)), P32),
+        ValueError,
+        "unsupported torch optimizer 'adamax'",
+    ),
+]
+
+
+def jol_adam_state(amsgrad: bool = False) -> Any:
+    from jaxopt_lab import adam
+
+    return adam(amsgrad=amsgrad).init(P32)
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "match"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID]
+)
+def test_invalid_handoff(build, error, match) -> None:
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_sgd_before_first_step() -> None:
+    """torch's SGD keeps no buffer before its first step; jaxopt_lab's count is then 0."""
+    tensors = ts.params_to_torch(P32)
+    opt = torch.optim.SGD(tensors, lr=0.1, momentum=0.9)
+    state = ts.state_from_torch(opt, P32)
+    assert int(state.count) == 0
+    assert ts.state_to_torch(state, P32, opt)["state"] == {}
+    with pytest.raises(ValueError, match="count=3, but torch has no state yet"):
+        ts.state_from_torch(opt, P32, count=3)
+
+
+def test_adagrad_before_first_step() -> None:
+    """torch's Adagrad creates its state (step 0, sum = initial value) in the constructor."""
+    opt = torch.optim.Adagrad(ts.params_to_torch(P32), initial_accumulator_value=0.25)
+    state = ts.state_from_torch(opt, P32)
+    assert int(state.count) == 0
+    assert all(np.all(np.asarray(x) == 0.25) for x in jax.tree.leaves(state.sum))
+    back = ts.state_to_torch(state, P32, opt)
+    assert (
+        float(back["state"][0]["step"]) == 0.0 and back["state"][0]["step"].dtype == torch.float32
+    )
+
+
+def test_bfloat16_roundtrip() -> None:
+    params = make_params(jnp.bfloat16)
+    tensors = ts.params_to_torch(params)
+    assert tensors[0].dtype == torch.bfloat16
+    opt = torch.optim.RMSprop(tensors, momentum=0.5)
+    for t in tensors:
+        t.grad = torch.full_like(t, 0.3)
+    opt.step()
+    state = ts.state_from_torch(opt, params)
+    back = ts.state_to_torch(state, params, opt)
+    for pid, entry in opt.state_dict()["state"].items():
+        for key, value in entry.items():
+            assert torch.equal(back["state"][pid][key], value), (pid, key)
