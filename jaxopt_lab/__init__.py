@@ -18,6 +18,10 @@ from ._adam import adam as adam
 from ._adam import adamw as adamw
 from ._base import Optimizer as Optimizer
 from ._base import Schedule as Schedule
+from ._flat import COMPILER_OPTIONS as COMPILER_OPTIONS
+from ._flat import chunked as chunked
+from ._flat import flat as flat
+from ._flat import unflatten_state as unflatten_state
 from ._groups import ParamGroupsState as ParamGroupsState
 from ._groups import param_groups as param_groups
 from ._leafwise import LeafContext as LeafContext
@@ -65,8 +69,10 @@ __all__ = [
     "adam",
     "adamw",
     "as_optax",
+    "chunked",
     "crosscheck",
     "data",
+    "flat",
     "from_optax",
     "leafwise",
     "losses",
@@ -77,4 +83,5 @@ __all__ = [
     "sgd",
     "torch_state",
     "train",
+    "unflatten_state",
 ]

@@ -44,7 +44,23 @@ def _trajectory(opt, jit_kwargs: dict, to_leafwise=None) -> list[list[np.ndarray
     return out
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+# The rows of cases.py that use every state buffer: one SGD with momentum, Adam with AMSGrad,
+# AdamW, centered RMSprop with momentum, Adagrad with lr decay (the full table costs minutes).
+FLAT_CASES = [
+    c
+    for c in CASES
+    if c.id
+    in {
+        "sgd-mom-damp-wd",
+        "adam-amsgrad-wd",
+        "adamw-amsgrad",
+        "rmsprop-centered-momentum-wd",
+        "adagrad-lr-decay",
+    }
+]
+
+
+@pytest.mark.parametrize("case", FLAT_CASES, ids=lambda c: c.id)
 def test_chunked_and_flat_bitwise_equal_to_leafwise(case) -> None:
     want = _trajectory(case.make(), {})
     got_chunked = _trajectory(chunked(case.make(), CHUNK), {"compiler_options": COMPILER_OPTIONS})

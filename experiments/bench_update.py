@@ -1,0 +1,498 @@
+#!/usr/bin/env python
+"""One optimizer step, side by side: jaxopt_lab, optax and torch.optim, against memory bandwidth.
+
+    python experiments/bench_update.py                 # full run (~15 min on 2 cores)
+    python experiments/bench_update.py --quick         # smoke run (~1 min)
+    python experiments/bench_update.py --sizes 10m,100m --optimizers adam --rounds 10
+
+For each parameter set (``--sizes``) and optimizer (``--optimizers``) every implementation runs
+one step per round, round-robin (see ``_bench_common.interleaved``); medians after warm-up, each
+step blocking on its result. Implementations:
+
+* ``jol``: ``jax.jit(opt.update, donate_argnums=(0, 2))``;
+* ``jol_chunked``: the same rule over cache-sized slices (``jaxopt_lab._flat.chunked``, jitted
+  with its ``COMPILER_OPTIONS``), only where a leaf has >= 2 slices;
+* ``jol_flat``: the state in one buffer per dtype (``jaxopt_lab._flat.flat``), multi-leaf sets only;
+* ``optax``: ``optax.sgd/adam/adamw/adam(amsgrad)`` + ``apply_updates``, jitted and donated;
+* ``torch_loop`` / ``torch_foreach`` / ``torch_fused``: ``foreach=False`` / ``foreach=True`` /
+  ``fused=True`` (CPU fused kernels exist for SGD, Adam, AdamW).
+
+Achieved bandwidth counts the bytes an ideal single pass moves per float32 parameter (SGD 12:
+read p, g, write p; momentum 20; Adam/AdamW 28; AMSGrad 36) and is compared with the machine's
+bandwidth measured in the same run (best of a numpy copy and a donated in-place jax ``a*x+b``).
+``--rss`` adds the peak resident memory of the step, one subprocess per configuration.
+Writes ``experiments/results/bench_update.{json,md}`` and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _bench_common as common
+
+SIZES: dict[str, list[tuple[int, ...]]] = {
+    # The tutorial CNN (HWIO conv kernels, (in, out) dense kernels): 145,578 params in 10 leaves.
+    "cnn": [
+        (5, 5, 3, 32),
+        (32,),
+        (5, 5, 32, 32),
+        (32,),
+        (5, 5, 32, 64),
+        (64,),
+        (1024, 64),
+        (64,),
+        (64, 10),
+        (10,),
+    ],
+    "1000x1k": [(1000,)] * 1000,
+    "1m": [(1_000_000,)],
+    "10m": [(10_000_000,)],
+    "100m": [(100_000_000,)],
+}
+BYTES_PER_PARAM = {"sgd": 12, "momentum": 20, "adam": 28, "adamw": 28, "amsgrad": 36}
+ROUNDS = {"cnn": 60, "1000x1k": 30, "1m": 30, "10m": 12, "100m": 3}
+BLOCK = {"cnn": 5, "1000x1k": 3, "1m": 5, "10m": 2, "100m": 1}
+BUDGET_S = {"cnn": 10, "1000x1k": 15, "1m": 10, "10m": 25, "100m": 60}
+IMPLS = ("jol", "jol_chunked", "jol_flat", "optax", "torch_loop", "torch_foreach", "torch_fused")
+TORCH_FUSED = {"sgd", "momentum", "adam", "adamw", "amsgrad"}
+
+
+def n_params(size: str) -> int:
+    return sum(int(np.prod(s)) for s in SIZES[size])
+
+
+# --------------------------------------------------------------------------------------------
+# Implementations: each returns a zero-argument ``step()`` that takes one step and blocks.
+
+
+def _jol_opt(name: str) -> Any:
+    import jaxopt_lab as jol
+
+    return {
+        "sgd": lambda: jol.sgd(lr=0.01),
+        "momentum": lambda: jol.sgd(lr=0.01, momentum=0.9),
+        "adam": lambda: jol.adam(lr=1e-3),
+        "adamw": lambda: jol.adamw(lr=1e-3),
+        "amsgrad": lambda: jol.adam(lr=1e-3, amsgrad=True),
+    }[name]()
+
+
+def _optax_opt(name: str) -> Any:
+    import optax
+
+    return {
+        "sgd": lambda: optax.sgd(0.01),
+        "momentum": lambda: optax.sgd(0.01, momentum=0.9),
+        "adam": lambda: optax.adam(1e-3),
+        "adamw": lambda: optax.adamw(1e-3, weight_decay=1e-2),
+        "amsgrad": lambda: optax.amsgrad(1e-3),
+    }[name]()
+
+
+def _torch_opt(name: str, params: list, how: str) -> Any:
+    import torch
+
+    flags = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+    kw = flags[how]
+    if name in ("sgd", "momentum"):
+        return torch.optim.SGD(params, lr=0.01, momentum=0.9 if name == "momentum" else 0, **kw)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=1e-3, **kw)
+    return torch.optim.Adam(params, lr=1e-3, amsgrad=name == "amsgrad", **kw)
+
+
+def make_step(
+    impl: str, opt: str, size: str, p0: list[np.ndarray], grads: Any
+) -> Callable[[], Any]:
+    """``impl``'s one-step closure over fresh params/state; ``grads`` shared (jax or torch)."""
+    if impl.startswith("torch"):
+        import torch
+
+        params = []
+        for x, g in zip(p0, grads, strict=True):
+            p = torch.nn.Parameter(torch.from_numpy(x.copy()))
+            p.grad = g
+            params.append(p)
+        o = _torch_opt(opt, params, impl.split("_")[1])
+        return o.step
+
+    import jax
+    import jax.numpy as jnp
+
+    params = [jnp.asarray(x) for x in p0]
+    if impl == "optax":
+        import optax
+
+        tx = _optax_opt(opt)
+
+        def update(p, g, s):
+            u, s = tx.update(g, s, p)
+            return optax.apply_updates(p, u), s
+
+        init, jit_kw = tx.init, {}
+    else:
+        from jaxopt_lab import _flat
+
+        o = _jol_opt(opt)
+        jit_kw = {}
+        if impl == "jol_chunked":
+            o = _flat.chunked(o)
+            jit_kw = {"compiler_options": _flat.COMPILER_OPTIONS}
+        elif impl == "jol_flat":
+            o = _flat.flat(o)
+        elif impl == "jol_nodonate":
+            box = {"p": params, "s": o.init(params)}
+            fn = jax.jit(o.update)
+
+            def step_nd() -> Any:
+                box["p"], box["s"] = fn(box["p"], grads, box["s"])
+                return jax.block_until_ready(box["p"])
+
+            return step_nd
+        init, update = o.init, o.update
+    fn = jax.jit(update, donate_argnums=(0, 2), **jit_kw)
+    box = {"p": params, "s": jax.block_until_ready(init(params))}
+
+    def step() -> Any:
+        box["p"], box["s"] = fn(box["p"], grads, box["s"])
+        return jax.block_until_ready(box["p"])
+
+    return step
+
+
+def applicable(impl: str, opt: str, size: str) -> bool:
+    if impl == "jol_chunked":
+        from jaxopt_lab._flat import DEFAULT_CHUNK
+
+        return any(int(np.prod(s)) >= 2 * DEFAULT_CHUNK for s in SIZES[size])
+    if impl == "jol_flat":
+        return len(SIZES[size]) > 1
+    if impl == "torch_fused":
+        return opt in TORCH_FUSED
+    return True
+
+
+def make_data(size: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    rng = np.random.default_rng(0)
+    p0 = [rng.standard_normal(s, dtype=np.float32) for s in SIZES[size]]
+    g0 = [(rng.standard_normal(s, dtype=np.float32) * 1e-3) for s in SIZES[size]]
+    return p0, g0
+
+
+# --------------------------------------------------------------------------------------------
+# Memory bandwidth, measured in the same process.
+
+
+def bandwidth(n: int = 50_000_000, repeats: int = 8) -> dict[str, float]:
+    """GB/s (1e9 bytes) of a numpy copy (2 x 4n bytes) and a donated jax ``2*x+1`` (2 x 4n)."""
+    import jax
+    import jax.numpy as jnp
+
+    a = np.ones(n, np.float32)
+    b = np.empty_like(a)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.copyto(b, a)
+        best = min(best, time.perf_counter() - t0)
+    numpy_copy = 8 * n / best / 1e9
+    del a, b
+    f = jax.jit(lambda x: 2 * x + 1, donate_argnums=0)
+    x = jax.block_until_ready(f(jnp.ones(n, jnp.float32)))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        x = jax.block_until_ready(f(x))
+        best = min(best, time.perf_counter() - t0)
+    del x
+    return {"numpy_copy_gbs": numpy_copy, "jax_inplace_axpb_gbs": 8 * n / best / 1e9}
+
+
+# --------------------------------------------------------------------------------------------
+# Peak RSS of the step (one subprocess per configuration).
+
+
+def rss_child(size: str, opt: str, impl: str, steps: int = 3) -> dict[str, Any]:
+    """Peak RSS above the live arrays while taking ``steps`` steps (after a warm-up step)."""
+    p0, g0 = make_data(size)
+    if impl.startswith("torch"):
+        import torch
+
+        grads = [torch.from_numpy(g) for g in g0]
+    else:
+        import jax.numpy as jnp
+
+        grads = [jnp.asarray(g) for g in g0]
+    step = make_step(impl, opt, size, p0, grads)
+    del p0, g0
+    step()  # compiles and (torch) creates the state
+    gc.collect()
+    common.reset_peak_rss()
+    before = common.vm_kib("VmRSS")
+    for _ in range(steps):
+        step()
+    peak = common.vm_kib("VmHWM")
+    n = n_params(size)
+    extra = (peak - before) * 1024
+    return {
+        "size": size,
+        "optimizer": opt,
+        "impl": impl,
+        "rss_before_mib": before / 1024,
+        "peak_mib": peak / 1024,
+        "extra_peak_mib": extra / 2**20,
+        "extra_in_param_copies": extra / (4 * n),
+    }
+
+
+def rss_run(size: str, opt: str, impl: str) -> dict[str, Any] | None:
+    cmd = [sys.executable, __file__, "--_rss-child", f"{size},{opt},{impl}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        print(f"rss {size} {opt} {impl} failed: {out.stderr[-500:]}", file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    info = common.machine()
+    info["torch_threads"] = torch.get_num_threads()
+    bw0 = bandwidth()
+    print(f"bandwidth at start: {bw0}", flush=True)
+    rows = []
+    for size in args.sizes:
+        p0, g0 = make_data(size)
+        n = n_params(size)
+        jgrads = [jnp.asarray(g) for g in g0]
+        tgrads = [torch.from_numpy(g) for g in g0]
+        for opt in args.optimizers:
+            impls = [i for i in args.impls if applicable(i, opt, size)]
+            steps = {}
+            for impl in impls:
+                grads = tgrads if impl.startswith("torch") else jgrads
+                steps[impl] = make_step(impl, opt, size, p0, grads)
+            rounds = args.rounds or ROUNDS[size]
+            big = size == "100m"  # seconds per torch step: no settling step, one warm-up
+            stats = common.interleaved(
+                steps,
+                rounds,
+                BLOCK[size],
+                warmup=1 if big else 2,
+                settle=0 if big else 1,
+                budget_s=args.budget or BUDGET_S[size],
+            )
+            del steps
+            gc.collect()
+            for impl, st in stats.items():
+                gbs = BYTES_PER_PARAM[opt] * n / st["median_s"] / 1e9
+                rows.append(
+                    {
+                        "size": size,
+                        "n_params": n,
+                        "n_leaves": len(SIZES[size]),
+                        "optimizer": opt,
+                        "impl": impl,
+                        **st,
+                        "gbs": gbs,
+                    }
+                )
+            line = "  ".join(f"{k} {v['median_s'] * 1e3:.3f}" for k, v in stats.items())
+            print(f"{size:8s} {opt:9s} ms: {line}", flush=True)
+        del jgrads, tgrads, p0, g0
+        gc.collect()
+    bw1 = bandwidth()
+    print(f"bandwidth at end: {bw1}", flush=True)
+    bw = max(*bw0.values(), *bw1.values())
+    for r in rows:
+        r["fraction_of_bandwidth"] = r["gbs"] / bw
+    rss = []
+    if args.rss:
+        for size in args.rss_sizes:
+            for opt in args.rss_optimizers:
+                for impl in args.rss_impls:
+                    if applicable(impl, opt, size):
+                        r = rss_run(size, opt, impl)
+                        if r:
+                            rss.append(r)
+                            print(
+                                f"rss {size} {opt} {impl}: extra peak "
+                                f"{r['extra_peak_mib']:.1f} MiB = "
+                                f"{r['extra_in_param_copies']:.2f} param copies",
+                                flush=True,
+                            )
+    return {
+        "machine": info,
+        "bandwidth": {"start": bw0, "end": bw1, "used_gbs": bw},
+        "rows": rows,
+        "ratios": ratios(rows),
+        "rss": rss,
+        "jax_devices": str(jax.devices()),
+    }
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (size, optimizer): jaxopt_lab (plain and best variant) vs torch fused and optax.
+
+    ``*_min`` ratios use the fastest run of each instead of the median: under load from other
+    processes they approximate the uncontended machine.
+    """
+    out = []
+    order = list(SIZES), list(BYTES_PER_PARAM)
+    keys = sorted(
+        {(r["size"], r["optimizer"]) for r in rows},
+        key=lambda k: (order[0].index(k[0]), order[1].index(k[1])),
+    )
+    for size, opt in keys:
+        sel = [r for r in rows if r["size"] == size and r["optimizer"] == opt]
+        entry: dict[str, Any] = {"size": size, "optimizer": opt}
+        for stat, suffix in (("median_s", ""), ("min_s", "_min")):
+            t = {r["impl"]: r[stat] for r in sel}
+            jol = {k: v for k, v in t.items() if k.startswith("jol")}
+            best = min(jol, key=jol.get) if jol else None
+            entry["best_jol" + suffix] = best
+            for ref in ("torch_fused", "optax", "torch_foreach", "torch_loop"):
+                if ref in t and "jol" in t:
+                    entry[f"jol/{ref}{suffix}"] = t["jol"] / t[ref]
+                if ref in t and best:
+                    entry[f"best_jol/{ref}{suffix}"] = t[best] / t[ref]
+        out.append(entry)
+    return out
+
+
+def render(res: dict[str, Any]) -> str:
+    bw = res["bandwidth"]["used_gbs"]
+    header = [
+        "params",
+        "opt",
+        *[f"{i} ms" for i in IMPLS],
+        "best jol",
+        "GB/s",
+        "% bw",
+        "jol/fused",
+        "best/fused",
+        "best/optax",
+        "best/fused (min)",
+        "best/optax (min)",
+    ]
+    table = []
+    for entry in res["ratios"]:
+        size, opt = entry["size"], entry["optimizer"]
+        rs = {r["impl"]: r for r in res["rows"] if r["size"] == size and r["optimizer"] == opt}
+        best = entry["best_jol"]
+        table.append(
+            [
+                size,
+                opt,
+                *[rs[i]["median_s"] * 1e3 if i in rs else None for i in IMPLS],
+                best,
+                rs[best]["gbs"],
+                100 * rs[best]["fraction_of_bandwidth"],
+                entry.get("jol/torch_fused"),
+                entry.get("best_jol/torch_fused"),
+                entry.get("best_jol/optax"),
+                entry.get("best_jol/torch_fused_min"),
+                entry.get("best_jol/optax_min"),
+            ]
+        )
+    b = res["bandwidth"]
+    md = [
+        "## bench_update: one optimizer step (median ms; float32)",
+        "",
+        common.machine_markdown(res["machine"]),
+        f"Measured bandwidth (best of start/end, numpy copy and in-place jax a*x+b): "
+        f"**{bw:.1f} GB/s** (start {b['start']['numpy_copy_gbs']:.1f}/"
+        f"{b['start']['jax_inplace_axpb_gbs']:.1f}, end {b['end']['numpy_copy_gbs']:.1f}/"
+        f"{b['end']['jax_inplace_axpb_gbs']:.1f}). GB/s and % bw are the best jaxopt_lab "
+        f"variant's, counting SGD 12, momentum 20, Adam/AdamW 28, AMSGrad 36 bytes/param. "
+        f"Ratios < 1: jaxopt_lab faster; `best` is the fastest jaxopt_lab variant; `(min)` "
+        f"ratios compare fastest runs (the uncontended machine), the others medians.",
+        "",
+        common.markdown_table(header, table),
+    ]
+    if res["rss"]:
+        md += [
+            "",
+            "Peak RSS of the step above the live params, grads and state "
+            "(`extra`, in MiB and in copies of the params):",
+            "",
+            common.markdown_table(
+                ["params", "opt", "impl", "extra MiB", "param copies"],
+                [
+                    [
+                        r["size"],
+                        r["optimizer"],
+                        r["impl"],
+                        r["extra_peak_mib"],
+                        r["extra_in_param_copies"],
+                    ]
+                    for r in res["rss"]
+                ],
+            ),
+        ]
+    return "\n".join(md)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="cnn,1000x1k,1m,10m,100m")
+    ap.add_argument("--optimizers", default="sgd,momentum,adam,adamw,amsgrad")
+    ap.add_argument("--impls", default=",".join(IMPLS))
+    ap.add_argument("--rounds", type=int, default=0, help="rounds per config (0: per-size default)")
+    ap.add_argument("--budget", type=float, default=0, help="seconds per config (0: default)")
+    ap.add_argument("--rss", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--rss-sizes", default="10m,100m")
+    ap.add_argument("--rss-optimizers", default="adam")
+    ap.add_argument("--rss-impls", default="jol,jol_chunked,jol_nodonate,optax,torch_fused")
+    ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, few rounds")
+    ap.add_argument("--out", default="bench_update", help="results/{out}.json/.md")
+    ap.add_argument("--render", default=None, help="only re-render a results JSON (rows kept)")
+    ap.add_argument("--_rss-child", dest="rss_child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.rss_child:
+        print(json.dumps(rss_child(*args.rss_child.split(","))))
+        return 0
+    if args.quick:
+        args.sizes, args.optimizers = "cnn,1000x1k,1m", "sgd,adam"
+        args.rounds, args.budget, args.rss_sizes = args.rounds or 6, args.budget or 3, "1m"
+        args.out = args.out if args.out != "bench_update" else "bench_update_quick"
+    for name in ("sizes", "optimizers", "impls", "rss_sizes", "rss_optimizers", "rss_impls"):
+        setattr(args, name, [x for x in getattr(args, name).split(",") if x])
+    for s in args.sizes + args.rss_sizes:
+        if s not in SIZES:
+            ap.error(f"unknown size {s!r}; choose from {', '.join(SIZES)}")
+    for o in args.optimizers + args.rss_optimizers:
+        if o not in BYTES_PER_PARAM:
+            ap.error(f"unknown optimizer {o!r}; choose from {', '.join(BYTES_PER_PARAM)}")
+    if args.render:
+        res = json.loads(Path(args.render).read_text())
+        res["ratios"] = ratios(res["rows"])
+        args.out = Path(args.render).stem
+    else:
+        res = run(args)
+    md = render(res)
+    js, mdp = common.write_results(args.out, res, md)
+    print("\n" + md)
+    print(f"\nwrote {js} and {mdp}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
