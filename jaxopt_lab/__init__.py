@@ -18,6 +18,7 @@ from ._adam import adam as adam
 from ._adam import adamw as adamw
 from ._base import Optimizer as Optimizer
 from ._base import Schedule as Schedule
+from ._finite import check_finite as check_finite
 from ._flat import COMPILER_OPTIONS as COMPILER_OPTIONS
 from ._flat import chunked as chunked
 from ._flat import flat as flat
@@ -69,6 +70,7 @@ __all__ = [
     "adam",
     "adamw",
     "as_optax",
+    "check_finite",
     "chunked",
     "crosscheck",
     "data",

@@ -274,6 +274,20 @@ INVALID: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         r"param_groups labels do not match the params tree",
     ),
     (
+        "nan-grads",
+        lambda: jol.check_finite({"w": jnp.array([1.0, jnp.nan, jnp.inf])}, "grads"),
+        ValueError,
+        r"grads leaf \['w'\] has 2 non-finite value\(s\) \(first at index \(1,\): nan\)",
+    ),
+    (
+        "inf-params-bf16",
+        lambda: jol.check_finite(
+            [jnp.zeros(2, jnp.bfloat16), jnp.full((2, 2), jnp.inf, jnp.bfloat16)]
+        ),
+        ValueError,
+        r"tree leaf \[1\] has 4 non-finite value\(s\) \(first at index \(0, 0\): inf\)",
+    ),
+    (
         "as-optax-without-params",
         lambda: jol.as_optax(jol.sgd()).update(_params(), jol.sgd().init(_params())),
         ValueError,

@@ -14,3 +14,11 @@ def test_invalid_input(make, error, message):
         make()
     assert re.search(message, str(info.value)), str(info.value)
     assert type(info.value) is error  # not a subclass such as an XLA error
+
+
+def test_check_finite_accepts_finite_trees():
+    import jax.numpy as jnp
+
+    import jaxopt_lab as jol
+
+    assert jol.check_finite({"w": jnp.ones((2, 3)), "step": jnp.int32(3)}, "grads") is None
