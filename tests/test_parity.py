@@ -9,7 +9,7 @@ Tolerances, and where they come from:
   operation for operation; what differs is torch's MKL sqrt (1 ULP off correctly rounded on ~1%
   of float64 inputs here) and ``beta**t`` (binary exponentiation here, libm ``pow`` in Python),
   each ~1e-16 relative per step. 200 steps of such perturbations, amplified by at most
-  1/(1-beta2) in Adam's second moment, stay well under 1e-12 (measured: <= 4e-13).
+  1/(1-beta2) in Adam's second moment, stay well under 1e-12.
 * float32, single-tensor path: **bit for bit**. For the algorithms that take a square root, torch
   runs with a correctly rounded sqrt patched in (see ``correctly_rounded_torch_sqrt``); the
   unpatched comparison is the ULP report in ``test_bitwise_report.py``.
