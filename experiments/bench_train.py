@@ -4,18 +4,18 @@
     python experiments/bench_train.py            # full run (~10 min on 2 cores)
     python experiments/bench_train.py --quick    # smoke run
 
-Each measurement runs in its own subprocess (XLA_FLAGS is read once per process), and the
-subprocesses run twice in alternating order; a configuration's number is the better of its two
-medians (the machine is shared, so this damps other processes' load). Measured:
+Each measurement runs in its own subprocess (one JAX variant per process: a variant's XLA:CPU
+thread pools would otherwise load the next one), and the subprocesses run twice in alternating
+order; a configuration's number is the better of its two medians. Measured:
 
-* ``jax``: :func:`jaxopt_lab.train.train_step` on :class:`jaxopt_lab.models.CifarCNN`
-  (reshape-based max-pool with a scatter-free gradient), ``jol.sgd(lr=0.01, momentum=0.9)``,
-  once per ``XLA_FLAGS`` setting in ``--xla-flags`` (default: none, and
-  ``--xla_cpu_experimental_ynn_fusion_type=`` which sends convolutions back to Eigen);
-* ``jax_ynn_off_per_jit``: ``train_step`` re-jitted with
-  ``compiler_options={"xla_cpu_experimental_ynn_fusion_type": ""}`` (no XLA_FLAGS needed);
-* ``jax_nn_max_pool``: the same network with ``flax.linen.max_pool`` (batch 64 only), the
-  scatter-based gradient, to show what the custom pooling is worth;
+* ``jax``: :data:`jaxopt_lab.train.train_step` as shipped, on :class:`jaxopt_lab.models.CifarCNN`
+  (reshape-based max-pool with a scatter-free gradient; XLA:CPU options from
+  :func:`jaxopt_lab.train.compiler_options`, i.e. Eigen instead of YNNPACK convolutions),
+  ``jol.sgd(lr=0.01, momentum=0.9)``;
+* ``jax_xla_default``: the same step jitted with XLA's default options, to show what
+  the compiler options are worth;
+* ``jax_nn_max_pool``: the shipped step on the network with ``flax.linen.max_pool`` (whose
+  gradient is a scatter on XLA:CPU), to show what the custom pooling is worth;
 * ``torch_nchw``, ``torch_channels_last``, ``torch_compile``: the same network from
   :func:`jaxopt_lab.models.torch_cifar_cnn`, ``torch.optim.SGD(lr=0.01, momentum=0.9)``.
 
@@ -41,8 +41,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import _bench_common as common
 
-YNN_OFF = "--xla_cpu_experimental_ynn_fusion_type="
-YNN_OFF_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}  # the same, for one jit
 EPOCH_STEPS, EPOCH_BATCH = 156, 64
 LR, MOMENTUM = 0.01, 0.9
 
@@ -89,7 +87,8 @@ def _nn_max_pool_cnn() -> Any:
     return NNMaxPoolCNN()
 
 
-def jax_child(args: argparse.Namespace) -> dict[str, Any]:
+def jax_child(args: argparse.Namespace, variant: str) -> dict[str, Any]:
+    """One JAX variant per process: XLA:CPU thread pools of one variant would load the next."""
     import jax
     import jax.numpy as jnp
 
@@ -102,41 +101,38 @@ def jax_child(args: argparse.Namespace) -> dict[str, Any]:
         tx = jol.sgd(lr=LR, momentum=MOMENTUM)
         return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
-    # The same step with the conv setting chosen per jit instead of by XLA_FLAGS.
-    step_ynn_off = jax.jit(_train_step, donate_argnums=0, compiler_options=YNN_OFF_OPTIONS)
+    model, step_fn = {
+        "jax": (CifarCNN(), train_step),
+        # The same step under XLA's default CPU options (YNNPACK convolutions).
+        "jax_xla_default": (CifarCNN(), jax.jit(_train_step, donate_argnums=0)),
+        "jax_nn_max_pool": (_nn_max_pool_cnn(), train_step),
+    }[variant]
     out: dict[str, Any] = {"xla_flags": os.environ.get("XLA_FLAGS", ""), "steps": {}}
-    models = {"jax": (CifarCNN(), train_step)}
-    if not args.quick:
-        models["jax_nn_max_pool"] = (_nn_max_pool_cnn(), train_step)
-    if not os.environ.get("XLA_FLAGS"):
-        models["jax_ynn_off_per_jit"] = (CifarCNN(), step_ynn_off)
-    for name, (model, step_fn) in models.items():
-        for batch in args.batches if name != "jax_nn_max_pool" else [64]:
-            images, labels = _data(batch)
-            x, y = jnp.asarray(images), jnp.asarray(labels)
-            box = {"s": fresh_state(model)}
-            t0 = time.perf_counter()
+    for batch in args.batches:
+        images, labels = _data(batch)
+        x, y = jnp.asarray(images), jnp.asarray(labels)
+        box = {"s": fresh_state(model)}
+        t0 = time.perf_counter()
+        box["s"], m = step_fn(box["s"], (x, y))
+        jax.block_until_ready(m)
+        compile_s = time.perf_counter() - t0
+
+        def step(box=box, x=x, y=y) -> None:
             box["s"], m = step_fn(box["s"], (x, y))
-            jax.block_until_ready(m)
-            compile_s = time.perf_counter() - t0
+            jax.block_until_ready((box["s"], m))
 
-            def step(box=box, x=x, y=y, step_fn=step_fn) -> None:
-                box["s"], m = step_fn(box["s"], (x, y))
-                jax.block_until_ready((box["s"], m))
-
-            st = _median_step(step, args.reps, args.budget)
-            out["steps"][f"{name}/{batch}"] = {**st, "compile_s": compile_s}
-            print(f"  {name} b{batch}: {st['median_s'] * 1e3:.2f} ms", file=sys.stderr)
-    if args.epoch:
+        st = _median_step(step, args.reps, args.budget)
+        out["steps"][f"{variant}/{batch}"] = {**st, "compile_s": compile_s}
+        print(f"  {variant} b{batch}: {st['median_s'] * 1e3:.2f} ms", file=sys.stderr)
+    if args.epoch and variant != "jax_nn_max_pool":
         images, labels = _data(EPOCH_BATCH, EPOCH_STEPS, seed=1)
-        model = models["jax"][0]
         state = fresh_state(model)
-        state, m = train_step(state, (jnp.asarray(images[:64]), jnp.asarray(labels[:64])))
+        state, m = step_fn(state, (jnp.asarray(images[:64]), jnp.asarray(labels[:64])))
         jax.block_until_ready(m)
         t0 = time.perf_counter()
         for i in range(EPOCH_STEPS):
             sl = slice(i * EPOCH_BATCH, (i + 1) * EPOCH_BATCH)
-            state, m = train_step(state, (jnp.asarray(images[sl]), jnp.asarray(labels[sl])))
+            state, m = step_fn(state, (jnp.asarray(images[sl]), jnp.asarray(labels[sl])))
         jax.block_until_ready((state, m))
         out["epoch_s"] = time.perf_counter() - t0
     return out
@@ -250,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=40)
     ap.add_argument("--budget", type=float, default=20.0, help="seconds per step measurement")
     ap.add_argument("--repeats", type=int, default=2, help="runs of every subprocess")
-    ap.add_argument("--xla-flags", default=f"|{YNN_OFF}", help="'|'-separated XLA_FLAGS settings")
+    ap.add_argument("--jax", default="jax,jax_xla_default,jax_nn_max_pool")
     ap.add_argument("--torch", default="nchw,channels_last,compile")
     ap.add_argument("--epoch", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--child-timeout", type=int, default=900)
@@ -260,19 +256,23 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.batches = [int(b) for b in str(args.batches).split(",")]
     if args.child:
-        res = jax_child(args) if args.child == "jax" else torch_child(args, args.child[6:])
+        if args.child.startswith("jax"):
+            res = jax_child(args, args.child)
+        else:
+            res = torch_child(args, args.child[6:])
         print(json.dumps(res))
         return 0
     if args.quick:
         args.batches, args.reps, args.budget, args.repeats = [64], 10, 5.0, 1
         args.torch, args.out = "nchw,channels_last", "bench_train_quick"
-    runs: list[tuple[str, str | None]] = [("jax", f) for f in args.xla_flags.split("|")]
+        args.jax = "jax,jax_xla_default"
+    runs: list[tuple[str, str | None]] = [(v, None) for v in args.jax.split(",") if v]
     runs += [(f"torch_{v}", None) for v in args.torch.split(",") if v]
     results: dict[str, list[dict[str, Any]]] = {}
     for r in range(args.repeats):
         order = runs if r % 2 == 0 else runs[::-1]
         for kind, flags in order:
-            key = kind if flags is None else f"jax[{flags or 'default'}]"
+            key = kind
             results.setdefault(key, []).append(run_child(kind, flags, args))
     res = summarize(results, args)
     md = render(res)
@@ -293,8 +293,6 @@ def summarize(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace
         for name in names:
             meds = [r["steps"][name]["median_s"] for r in ok if name in r["steps"]]
             impl, batch = name.rsplit("/", 1)
-            if impl.startswith("jax"):
-                impl = impl + key[3:]
             best = min(meds)
             rows.append(
                 {
@@ -339,8 +337,11 @@ def render(res: dict[str, Any]) -> str:
         "## bench_train: CIFAR CNN training step (float32, SGD momentum 0.9)",
         "",
         common.machine_markdown(res["machine"]),
-        "Best of the per-process medians; `jax[...]` is jaxopt_lab + Flax under that "
-        "`XLA_FLAGS` (`default`: none). Speed > 1: faster than torch `channels_last`.",
+        "Best of the per-process medians. `jax`: `jaxopt_lab.train.train_step` as shipped "
+        "(XLA:CPU options from `jaxopt_lab.train.compiler_options`: Eigen convolutions); "
+        "`jax_xla_default`: the same step jitted with XLA's default options (YNNPACK "
+        "convolutions); `jax_nn_max_pool`: the shipped step with `flax.linen.max_pool` "
+        "(scatter gradient). Speed > 1: faster than torch `channels_last`.",
         "",
         common.markdown_table(
             ["impl", "batch", "ms/step", "images/s", "vs torch CL", "first step s"], table

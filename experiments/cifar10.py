@@ -151,6 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="any other keyword arguments, e.g. '{\"momentum\": 0.9}'",
     )
 
+    c = p.add_argument_group("checkpoints (in OUT/checkpoints; all three trainers)")
+    c.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        metavar="N",
+        help="save every N steps and after every epoch (orbax, atomic, last 2 kept)",
+    )
+    c.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run saved in OUT/checkpoints (same flags; --epochs/--max-steps may "
+        "grow); the result equals the uninterrupted run",
+    )
+
     r = p.add_argument_group("output")
     r.add_argument("--no-eval", action="store_true", help="skip the per-epoch accuracy")
     r.add_argument("--no-plot", action="store_true", help="skip the PNG plot")
@@ -198,6 +212,31 @@ def prepare_out_dir(path: str) -> Path:
         reason = err.strerror or str(err)
         raise CLIError(f"cannot write to output folder {path!r}: {reason}") from None
     return out
+
+
+def open_checkpoints(out: Path, args: argparse.Namespace) -> Any:
+    """The run's :class:`jaxopt_lab.Checkpointer` (None without checkpoint flags), or CLIError.
+
+    A fresh run never writes over another run's checkpoints, and ``--resume`` needs one.
+    """
+    if not (args.resume or args.checkpoint_every):
+        return None
+    import jaxopt_lab as jol
+
+    where = out / "checkpoints"
+    try:
+        checkpointer = jol.Checkpointer(where, max_to_keep=2)
+        steps = checkpointer.all_steps()
+    except ValueError as err:
+        raise CLIError(str(err).splitlines()[0]) from None
+    if args.resume and not steps:
+        raise CLIError(f"nothing to resume: no checkpoint in {where}")
+    if steps and not args.resume:
+        raise CLIError(
+            f"{where} holds checkpoints (steps {steps}): pass --resume to continue that run, "
+            "or choose another --out"
+        )
+    return checkpointer
 
 
 def load_data(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -262,12 +301,21 @@ def main(argv: list[str] | None = None) -> int:
                 crosscheck.parse_schedule(args.schedule)
         except (ValueError, TypeError) as err:
             raise CLIError(str(err).splitlines()[0], code=2) from None
+        checkpointer = open_checkpoints(out, args)
         start = time.perf_counter()
         train, test = load_data(args)
         print(f"data ready in {time.perf_counter() - start:.1f} s", flush=True)
         try:
-            crosscheck.run(config, train, test, out, progress=not args.no_progress)
-        except crosscheck.ConfigError as err:
+            crosscheck.run(
+                config,
+                train,
+                test,
+                out,
+                progress=not args.no_progress,
+                checkpointer=checkpointer,
+                checkpoint_every=args.checkpoint_every or 0,
+            )
+        except crosscheck.ConfigError as err:  # incl. a checkpoint of another run
             raise CLIError(str(err).splitlines()[0], code=2) from None
     except CLIError as err:
         print(f"cifar10.py: error: {err}", file=sys.stderr)

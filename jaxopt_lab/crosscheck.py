@@ -44,6 +44,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ import numpy as np
 import optax
 
 from jaxopt_lab._base import Optimizer, Params
+from jaxopt_lab.checkpoint import Checkpointer, DataPosition
 from jaxopt_lab.train import TrainState, evaluate, padded_batches, train_step
 
 IMPLEMENTATIONS = ("jaxopt_lab", "optax", "torch")
@@ -450,6 +452,13 @@ class _JaxTrainer:
     def end_epoch(self) -> None:
         pass
 
+    def snapshot(self) -> tuple[Any, dict[str, Any]]:
+        """(arrays, JSON extras) that :meth:`load` restores: the whole train state."""
+        return self.state, {}
+
+    def load(self, tree: Any, extras: dict[str, Any]) -> None:
+        self.state = tree
+
 
 class _TorchTrainer:
     """The torch model trained eagerly by ``torch.optim`` (``foreach=False`` by default)."""
@@ -471,6 +480,7 @@ class _TorchTrainer:
         cls = getattr(torch.optim, _TORCH_CLASSES[name])
         self.opt = cls(model.parameters(), lr=lr, **{"foreach": False, **kwargs})
         self.scheduler = schedule.make_torch(self.opt) if schedule is not None else None
+        self.steps = 0
 
     def _nchw(self, images: np.ndarray) -> Any:
         return self.torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
@@ -483,6 +493,7 @@ class _TorchTrainer:
         loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels.astype(np.int64)))
         loss.backward()
         self.opt.step()
+        self.steps += 1
         return float(loss.item())
 
     def params(self) -> Params:
@@ -504,6 +515,48 @@ class _TorchTrainer:
     def end_epoch(self) -> None:
         if self.scheduler is not None:
             self.scheduler.step()
+
+    def _named(self) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+        """The parameters in torch's own layout, and their torch param ids."""
+        named = list(self.model.named_parameters())
+        params = {n: p.detach().numpy().copy() for n, p in named}
+        return params, {n: i for i, (n, _) in enumerate(named)}
+
+    def snapshot(self) -> tuple[Any, dict[str, Any]]:
+        """(arrays, JSON extras) that :meth:`load` restores.
+
+        Arrays: the parameters and the optimizer state, converted bit for bit by
+        :func:`jaxopt_lab.state_from_torch` (in torch's layout: no transposes). Extras: the
+        param groups' hyper-parameters (a scheduler changes ``lr``), the scheduler's
+        ``state_dict`` and the step count.
+        """
+        from jaxopt_lab.torch_state import state_from_torch
+
+        params, ids = self._named()
+        state = state_from_torch(self.opt, params, ids=ids, count=self.steps)
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in self.opt.param_groups]
+        extras = {
+            "param_groups": json.loads(json.dumps(groups)),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "steps": self.steps,
+        }
+        return {"params": params, "opt_state": state}, extras
+
+    def load(self, tree: Any, extras: dict[str, Any]) -> None:
+        from jaxopt_lab.torch_state import state_to_torch
+
+        torch = self.torch
+        _, ids = self._named()
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                p.copy_(torch.from_numpy(np.array(tree["params"][name])))
+        sd = state_to_torch(tree["opt_state"], tree["params"], self.opt, ids=ids)
+        for group, saved in zip(sd["param_groups"], extras["param_groups"], strict=True):
+            group.update({k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+        self.opt.load_state_dict(sd)
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(extras["scheduler"])
+        self.steps = int(extras["steps"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -613,6 +666,129 @@ def _set_precision(precision: str) -> tuple[np.dtype, Any]:
     return np.dtype(np.float32), torch.float32
 
 
+@dataclass
+class _Log:
+    """Everything a run accumulates: the per-step rows and the per-epoch and running figures.
+
+    Checkpointed as JSON next to the trainers' arrays (``rows`` excepted: they are re-read from
+    ``metrics.jsonl``), so a resumed run's summary is the uninterrupted run's.
+    """
+
+    step: int  # steps taken
+    epoch: int  # the epoch in progress (1-based)
+    in_epoch: int  # its batches consumed
+    running: dict[str, float]  # its loss sums so far
+    epoch_steps: list[int]
+    epoch_losses: dict[str, list[float]]
+    epoch_acc: dict[str, list[float]]
+    max_param: dict[str, float]
+    max_loss: dict[str, float]
+    wall: dict[str, float]  # all steps, the first (compilation) included
+    first: dict[str, float]  # the first step alone
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, impls: Sequence[str], pairs: Sequence[tuple[str, str]]) -> _Log:
+        keys = [pair_key(*p) for p in pairs]
+        return cls(
+            step=0,
+            epoch=1,
+            in_epoch=0,
+            running=dict.fromkeys(impls, 0.0),
+            epoch_steps=[],
+            epoch_losses={i: [] for i in impls},
+            epoch_acc={i: [] for i in impls},
+            max_param=dict.fromkeys(keys, 0.0),
+            max_loss=dict.fromkeys(keys, 0.0),
+            wall=dict.fromkeys(impls, 0.0),
+            first=dict.fromkeys(impls, 0.0),
+        )
+
+    def record(
+        self,
+        epoch: int,
+        row_loss: dict[str, float],
+        params: dict[str, Params],
+        lr: Any,
+        pairs: Sequence[tuple[str, str]],
+    ) -> dict[str, Any]:
+        """Append the row of the step just taken (losses, pairwise distances) and return it."""
+        row: dict[str, Any] = {
+            "step": self.step,
+            "epoch": epoch,
+            "lr": float(lr(self.step - 1)) if callable(lr) else lr,
+            "loss": row_loss,
+            "rel_param_diff": {},
+            "rel_loss_diff": {},
+        }
+        for a, b in pairs:
+            key = pair_key(a, b)
+            d = rel_param_distance(params[a], params[b])
+            dl = rel_diff(row_loss[a], row_loss[b])
+            row["rel_param_diff"][key] = d
+            row["rel_loss_diff"][key] = dl
+            self.max_param[key] = _nanmax(self.max_param[key], d)
+            self.max_loss[key] = _nanmax(self.max_loss[key], dl)
+        self.rows.append(row)
+        return row
+
+    def end_epoch(self) -> None:
+        self.epoch_steps.append(self.in_epoch)
+        for impl, total in self.running.items():
+            self.epoch_losses[impl].append(total)
+        self.running = dict.fromkeys(self.running, 0.0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "rows"}
+
+
+def _run_id(config: CrossCheckConfig, train_ds: Any) -> dict[str, Any]:
+    """What a checkpoint must share with the run resuming it (epochs and max_steps may grow)."""
+    fixed = {
+        k: v for k, v in dataclasses.asdict(config).items() if k not in ("epochs", "max_steps")
+    }
+    return json.loads(json.dumps({**fixed, "examples": len(train_ds)}))
+
+
+def _resume(
+    checkpointer: Checkpointer, trainers: dict[str, Any], run_id: dict[str, Any], out: Path | None
+) -> _Log:
+    """Load the latest checkpoint into ``trainers``; return its log (rows from metrics.jsonl)."""
+    like = {impl: t.snapshot()[0] for impl, t in trainers.items()}
+    try:
+        restored = checkpointer.restore(like, expect_extras=run_id)
+    except ValueError as err:  # another run's checkpoint, or a corrupt one: one line
+        raise ConfigError(f"cannot resume: {str(err).splitlines()[0]}") from None
+    for impl, trainer in trainers.items():
+        trainer.load(restored.state[impl], restored.extras["trainers"][impl])
+    log = _Log(**restored.extras["log"])
+    if out is not None:
+        log.rows = _read_rows(out / "metrics.jsonl", log.step)
+    return log
+
+
+def _read_rows(path: Path, steps: int) -> list[dict[str, Any]]:
+    """The first ``steps`` rows of a run's ``metrics.jsonl`` (later ones came after the save)."""
+    try:
+        with open(path) as f:
+            rows = [json.loads(line) for _, line in zip(range(steps), f, strict=False)]
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"cannot resume: {path} is unreadable ({err})") from None
+    if len(rows) < steps:
+        raise ConfigError(
+            f"cannot resume: {path} has {len(rows)} rows, the checkpoint is at step {steps}"
+        )
+    return rows
+
+
+def _open_metrics(out: Path, rows: list[dict[str, Any]]) -> Any:
+    """``metrics.jsonl`` opened for appending, holding exactly ``rows`` (the resumed steps)."""
+    f = open(out / "metrics.jsonl", "w")
+    for row in rows:
+        f.write(json.dumps(row) + "\n")
+    return f
+
+
 def run(
     config: CrossCheckConfig,
     train_ds: Any,
@@ -622,6 +798,8 @@ def run(
     progress: bool = True,
     plot: bool = True,
     print_fn: Callable[[str], None] | None = print,
+    checkpointer: Checkpointer | None = None,
+    checkpoint_every: int = 0,
 ) -> dict[str, Any]:
     """Run the cross-check and write its outputs.
 
@@ -635,6 +813,13 @@ def run(
         progress: show a tqdm bar on stderr.
         plot: write the PNG plot.
         print_fn: per-epoch lines go here (None: silent).
+        checkpointer: save all three trainers (the torch optimizer through
+            :func:`jaxopt_lab.state_from_torch`) and the run's figures into it after every epoch
+            and every ``checkpoint_every`` steps; if it already holds a step, resume from the
+            latest first. A resumed run writes the same ``metrics.jsonl`` and summary numbers as
+            the uninterrupted run (timings aside); the settings must match the checkpoint's
+            (``epochs`` and ``max_steps`` may grow).
+        checkpoint_every: also save every this many steps (0: at epoch ends only).
 
     Returns:
         The summary (also written to ``summary.json``).
@@ -695,81 +880,94 @@ def run(
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    metrics_file = open(out / "metrics.jsonl", "w") if out is not None else None
-    rows: list[dict[str, Any]] = []
-    wall = dict.fromkeys(impls, 0.0)  # all steps, the first (compilation) included
-    first = dict.fromkeys(impls, 0.0)  # the first step alone
-    epoch_losses: dict[str, list[float]] = {i: [] for i in impls}
-    epoch_steps: list[int] = []
-    epoch_acc: dict[str, list[float]] = {i: [] for i in impls}
-    max_param = dict.fromkeys((pair_key(*p) for p in pairs), 0.0)
-    max_loss = dict.fromkeys((pair_key(*p) for p in pairs), 0.0)
-    step = 0
-    bar = tqdm(total=total, disable=not progress, unit="step", leave=False)
+    log = _Log.start(impls, pairs)
+    run_id = _run_id(config, train_ds)
+    if checkpointer is not None and checkpointer.latest_step() is not None:
+        log = _resume(checkpointer, trainers, run_id, out)
+        say(f"resumed at step {log.step} (epoch {log.epoch}) from {checkpointer.directory}")
+    rows = log.rows
+    metrics_file = _open_metrics(out, rows) if out is not None else None
+
+    def save() -> None:
+        if checkpointer is None or log.step in checkpointer.all_steps():
+            return
+        snaps = {impl: trainers[impl].snapshot() for impl in impls}
+        extras = {**run_id, "log": log.to_json(), "trainers": {k: v[1] for k, v in snaps.items()}}
+        data = DataPosition(log.epoch, log.in_epoch, config.seed)
+        checkpointer.save(log.step, {k: v[0] for k, v in snaps.items()}, data=data, extras=extras)
+
+    bar = tqdm(total=total, initial=min(log.step, total), disable=not progress, unit="step")
     try:
-        for epoch in range(1, epochs + 1):
-            running = dict.fromkeys(impls, 0.0)
-            in_epoch = 0
-            for images, labels in batches(
-                train_ds,
-                batch_size=config.batch_size,
-                drop_last=True,
-                shuffle=config.shuffle,
-                seed=config.seed,
-                epoch=epoch,
-                dtype=np_dtype,
+        while log.epoch <= epochs and log.step < total:
+            epoch = log.epoch
+            for images, labels in islice(
+                batches(
+                    train_ds,
+                    batch_size=config.batch_size,
+                    drop_last=True,
+                    shuffle=config.shuffle,
+                    seed=config.seed,
+                    epoch=epoch,
+                    dtype=np_dtype,
+                ),
+                log.in_epoch,  # batches consumed before the checkpoint this run resumed from
+                None,
             ):
-                if step == total:
+                if log.step == total:
                     break
                 row_loss, params = {}, {}
                 for impl in impls:
                     start = time.perf_counter()
                     row_loss[impl] = trainers[impl].step(images, labels)  # syncs: timing is fair
                     elapsed = time.perf_counter() - start
-                    wall[impl] += elapsed
-                    if step == 0:
-                        first[impl] = elapsed
-                    running[impl] += row_loss[impl]
+                    log.wall[impl] += elapsed
+                    if log.step == 0:
+                        log.first[impl] = elapsed
+                    log.running[impl] += row_loss[impl]
                     if pairs:
                         params[impl] = trainers[impl].params()
-                step += 1
-                in_epoch += 1
-                row: dict[str, Any] = {
-                    "step": step,
-                    "epoch": epoch,
-                    "lr": float(lr(step - 1)) if callable(lr) else lr,
-                    "loss": row_loss,
-                    "rel_param_diff": {},
-                    "rel_loss_diff": {},
-                }
-                for a, b in pairs:
-                    key = pair_key(a, b)
-                    d = rel_param_distance(params[a], params[b])
-                    dl = rel_diff(row_loss[a], row_loss[b])
-                    row["rel_param_diff"][key] = d
-                    row["rel_loss_diff"][key] = dl
-                    max_param[key] = _nanmax(max_param[key], d)
-                    max_loss[key] = _nanmax(max_loss[key], dl)
-                rows.append(row)
+                log.step += 1
+                log.in_epoch += 1
+                row = log.record(epoch, row_loss, params, lr, pairs)
                 if metrics_file is not None:
                     metrics_file.write(json.dumps(row) + "\n")
+                    metrics_file.flush()
                 bar.update(1)
                 bar.set_postfix(loss=f"{row_loss['jaxopt_lab']:.4f}", refresh=False)
-            if in_epoch == 0:
-                break
-            epoch_steps.append(in_epoch)
+                if checkpoint_every and log.step % checkpoint_every == 0:
+                    if log.in_epoch < steps_per_epoch:  # epoch ends are saved after evaluation
+                        save()
+            if log.in_epoch < steps_per_epoch:  # stopped by max_steps: resuming continues here
+                save()
+            log.end_epoch()
             for impl in impls:
-                epoch_losses[impl].append(running[impl])
                 trainers[impl].end_epoch()
                 if config.evaluate:
-                    epoch_acc[impl].append(trainers[impl].evaluate(eval_ds))
+                    log.epoch_acc[impl].append(trainers[impl].evaluate(eval_ds))
             bar.clear()
-            say(_epoch_line(epoch, in_epoch, steps_per_epoch, epoch_losses, epoch_acc, rows, pairs))
+            say(
+                _epoch_line(
+                    epoch,
+                    log.epoch_steps[-1],
+                    steps_per_epoch,
+                    log.epoch_losses,
+                    log.epoch_acc,
+                    rows,
+                    pairs,
+                )
+            )
+            if log.epoch_steps[-1] == steps_per_epoch:
+                log.epoch, log.in_epoch = epoch + 1, 0
+                save()
+            else:
+                break
     finally:
         bar.close()
         if metrics_file is not None:
             metrics_file.close()
 
+    epoch_steps, epoch_losses, epoch_acc = log.epoch_steps, log.epoch_losses, log.epoch_acc
+    max_param, max_loss, wall, first = log.max_param, log.max_loss, log.wall, log.first
     summary = _summary(
         config=config,
         train_ds=train_ds,

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -59,6 +59,7 @@ __all__ = [
     "optimizer_from_torch",
     "params_from_torch",
     "params_to_torch",
+    "relayout_state",
     "state_from_torch",
     "state_to_torch",
     "torch_kind",
@@ -493,6 +494,47 @@ def state_from_torch(
     }
     outer = max(int(s.count) for s in inner.values())
     return ParamGroupsState(jnp.asarray(outer, jnp.int32), inner)
+
+
+def relayout_state(state: State, relayout: Callable[[Params], Params]) -> State:
+    """The same optimizer state for the params stored in another layout.
+
+    The optimizers here are elementwise, so a buffer is laid out exactly like its parameter: a
+    function that moves the params between two layouts (renaming, reordering, transposing,
+    reshaping, without arithmetic) moves every buffer too, bit for bit. ``count`` is kept.
+
+    This is how a torch optimizer's state reaches a Flax model whose kernels are transposed::
+
+        from jaxopt_lab import models, torch_state as ts
+
+        named = {n: p.detach().numpy() for n, p in model.named_parameters()}  # torch layout
+        ids = {n: i for i, n in enumerate(named)}                              # torch param ids
+        state = ts.relayout_state(ts.state_from_torch(opt, named, ids=ids), models.from_torch)
+
+    and back: ``relayout_state(state, lambda p: {k: v.numpy() for k, v in
+    models.to_torch(p).items()})`` then :func:`state_to_torch` with the torch-layout params.
+
+    Args:
+      state: a plain jaxopt_lab state (``SGDState``, ``AdamState``, ``RMSpropState``,
+        ``AdagradState``); unused buffers (``None``) stay ``None``.
+      relayout: params in the old layout -> params in the new one.
+
+    Raises:
+      TypeError: ``state`` is not a plain optimizer state (a ``ParamGroupsState``'s groups hold
+        parts of the tree; re-layout the params before grouping instead).
+    """
+    if not isinstance(state, tuple(_STATE_TYPES.values())):
+        raise TypeError(
+            f"relayout_state takes SGDState, AdamState, RMSpropState or AdagradState, "
+            f"got {type(state).__name__}"
+        )
+    return state._replace(
+        **{
+            f: relayout(getattr(state, f))
+            for f in state._fields[1:]
+            if getattr(state, f) is not None
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,10 +40,12 @@ Multi-host (several processes, each with its local devices) uses the same code:
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import asdict, dataclass, field
+from functools import cache, wraps
+from itertools import islice
 from typing import Any, TypeAlias
 
 import jax
@@ -54,6 +56,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxopt_lab._base import Optimizer, Params
+from jaxopt_lab.checkpoint import Checkpointer, DataPosition
 from jaxopt_lab.losses import cross_entropy
 
 Batch: TypeAlias = tuple[Any, ...]
@@ -102,6 +105,73 @@ class TrainState(struct.PyTreeNode):
         )
 
 
+# ----------------------------------------------------------------------------------------------
+# Compiler options per backend
+# ----------------------------------------------------------------------------------------------
+
+CPU_OPTIONS: dict[str, str] = {"xla_cpu_experimental_ynn_fusion_type": ""}
+"""XLA:CPU options for the training and evaluation steps.
+
+jaxlib 0.10's CPU pipeline hands convolutions (and their gradients) to YNNPACK fusions, which for
+this CNN are about 2.4x slower than XLA's Eigen path: 214 -> 88 ms per batch-64 step on 2
+cores (``experiments/bench_train.py``, rows ``jax_xla_default`` and ``jax``).
+An empty fusion-type list turns those fusions off for these jits only, the same as
+``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=`` does for the whole process.
+"""
+
+
+@cache
+def compiler_options(backend: str) -> dict[str, str]:
+    """The compiler options the train/eval steps use on ``backend`` (``{}`` off CPU).
+
+    Empty as well when the user's ``XLA_FLAGS`` already sets one of :data:`CPU_OPTIONS` (their
+    choice wins) or when this jaxlib does not know the option (checked once by compiling an
+    identity function with it).
+    """
+    if backend != "cpu":
+        return {}
+    user_flags = os.environ.get("XLA_FLAGS", "")
+    if any(f"--{name}" in user_flags for name in CPU_OPTIONS):
+        return {}
+    try:
+        probe = jax.jit(lambda x: x, compiler_options=CPU_OPTIONS)
+        probe.lower(np.zeros((), np.float32)).compile()
+    except jax.errors.JaxRuntimeError:  # "No such compile option": keep XLA's defaults
+        return {}
+    return dict(CPU_OPTIONS)
+
+
+class BackendTunedJit:
+    """``jax.jit(fun, **jit_kwargs)`` compiled with :func:`compiler_options` of the backend.
+
+    The backend is read at the first call, not at import, so ``jax.config.update(
+    "jax_platforms", ...)`` and ``XLA_FLAGS`` set after importing this module still count.
+    """
+
+    def __init__(self, fun: Callable[..., Any], **jit_kwargs: Any) -> None:
+        self.fun, self.jit_kwargs = fun, jit_kwargs
+        self._jitted: dict[str, Any] = {}
+        wraps(fun)(self)
+
+    @property
+    def jitted(self) -> Any:
+        """The ``jax.jit`` object for the current default backend."""
+        backend = jax.default_backend()
+        if backend not in self._jitted:
+            options = compiler_options(backend) or None
+            self._jitted[backend] = jax.jit(self.fun, compiler_options=options, **self.jit_kwargs)
+        return self._jitted[backend]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.jitted(*args, **kwargs)
+
+    def lower(self, *args: Any, **kwargs: Any) -> Any:
+        return self.jitted.lower(*args, **kwargs)
+
+    def _cache_size(self) -> int:
+        return self.jitted._cache_size()
+
+
 def _unaliased(tree: Any) -> Any:
     """Copy every leaf whose device buffer another leaf already uses.
 
@@ -143,12 +213,13 @@ def _train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
     return new_state, {"loss": loss, "correct": correct}
 
 
-train_step: Callable[[TrainState, Batch], tuple[TrainState, Metrics]] = jax.jit(
+train_step: Callable[[TrainState, Batch], tuple[TrainState, Metrics]] = BackendTunedJit(
     _train_step, donate_argnums=0
 )
 """``(state, (images_BxHxWxC, labels_B)) -> (state, {"loss", "correct"})``, jitted.
 
 The input state is donated (its buffers are reused for the output): keep only the returned one.
+Compiled with :func:`compiler_options` for the default backend (on CPU: Eigen convolutions).
 """
 
 
@@ -165,8 +236,7 @@ def eval_step(state: TrainState, batch: Batch) -> Metrics:
     return _eval_sums(state.apply_fn, state.params, batch)
 
 
-@partial(jax.jit, static_argnums=0)
-def _eval_sums(apply_fn: Callable[..., jax.Array], params: Params, batch: Batch) -> Metrics:
+def _eval_sums_impl(apply_fn: Callable[..., jax.Array], params: Params, batch: Batch) -> Metrics:
     images_BxHxWxC, labels_B, mask_B = batch
     logits_BxK = apply_fn({"params": params}, images_BxHxWxC)
     losses_B = cross_entropy(logits_BxK, labels_B, reduction="none")
@@ -178,11 +248,14 @@ def _eval_sums(apply_fn: Callable[..., jax.Array], params: Params, batch: Batch)
     }
 
 
+_eval_sums = BackendTunedJit(_eval_sums_impl, static_argnums=0)
+
+
 def _scan_epoch(state: TrainState, batches: Batch) -> tuple[TrainState, Metrics]:
     return jax.lax.scan(_train_step, state, batches)
 
 
-train_epoch_scan: Callable[[TrainState, Batch], tuple[TrainState, Metrics]] = jax.jit(
+train_epoch_scan: Callable[[TrainState, Batch], tuple[TrainState, Metrics]] = BackendTunedJit(
     _scan_epoch, donate_argnums=0
 )
 """A whole epoch as one ``lax.scan``: ``(state, (images_SxBxHxWxC, labels_SxB))``.
@@ -335,6 +408,8 @@ def fit(
     scan: bool = False,
     progress: bool = True,
     print_fn: Callable[[str], None] | None = print,
+    checkpointer: Checkpointer | None = None,
+    checkpoint_every: int = 0,
 ) -> tuple[TrainState, list[EpochResult]]:
     """Train for ``epochs`` passes over ``train_ds``, printing the tutorial's per-epoch line.
 
@@ -356,49 +431,90 @@ def fit(
         scan: run each epoch as one ``lax.scan`` (GPU/TPU; slow on CPU, see the module docstring).
         progress: show a tqdm progress bar (on stderr).
         print_fn: where the per-epoch lines go (``None``: silent).
+        checkpointer: save into it after every epoch (and every ``checkpoint_every`` steps),
+            and, if it already holds a step, resume from its latest one first: train state, data
+            position and the history so far. Resuming after ``k`` steps and training on gives
+            bit for bit the run that was never interrupted (``tests/test_train.py``). The run's
+            ``batch_size``, ``shuffle``, ``seed`` and dataset size must match the checkpoint's.
+        checkpoint_every: also save every this many steps (0: at epoch ends only; with ``scan``
+            only epoch ends are saved).
 
     Returns:
-        The final state and one :class:`EpochResult` per epoch.
+        The final state and one :class:`EpochResult` per epoch (resumed epochs included).
     """
     from tqdm.auto import tqdm
 
     from jaxopt_lab.data import batches, num_batches
 
+    if checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be >= 0, got {checkpoint_every}")
+    steps_per_epoch = num_batches(train_ds, batch_size=batch_size, drop_last=True)
+    run_id = {"batch_size": batch_size, "shuffle": shuffle, "seed": seed, "examples": len(train_ds)}
+    history: list[EpochResult] = []
+    position, partial_losses = DataPosition(0, 0, seed), []
+    if checkpointer is not None and checkpointer.latest_step() is not None:
+        state, history, position, partial_losses = _resume(state, checkpointer, run_id)
+        if print_fn is not None:
+            print_fn(f"resumed from step {int(state.step)} in {checkpointer.directory}")
     if mesh is not None:
         state = replicate(state, mesh)
-    steps_per_epoch = num_batches(train_ds, batch_size=batch_size, drop_last=True)
     total = (
         steps_per_epoch * epochs if max_steps is None else min(max_steps, steps_per_epoch * epochs)
     )
-    history: list[EpochResult] = []
-    done = 0
-    bar = tqdm(total=total, disable=not progress, unit="step", leave=False)
-    for epoch in range(1, epochs + 1):
+    done = sum(h.steps for h in history) + len(partial_losses)  # steps this run has taken
+    every = checkpoint_every if checkpointer is not None else 0
+
+    def save(epoch: int, losses: list[float]) -> None:
+        """Checkpoint the state: ``epoch`` in progress with ``losses`` of it so far."""
+        if checkpointer is None or int(state.step) in checkpointer.all_steps():
+            return
+        extras = {**run_id, "history": [asdict(h) for h in history], "losses": losses}
+        position = DataPosition(epoch, len(losses), seed)
+        checkpointer.save(int(state.step), state, data=position, extras=extras)
+
+    bar = tqdm(
+        total=total, initial=min(done, total), disable=not progress, unit="step", leave=False
+    )
+    for epoch in range(max(position.epoch, 1), epochs + 1):
         if done >= total:
             break
+        losses = list(partial_losses) if epoch == position.epoch else []
         start = time.perf_counter()
-        epoch_batches: Iterable[Batch] = batches(
-            train_ds,
-            batch_size=batch_size,
-            drop_last=True,
-            shuffle=shuffle,
-            seed=seed,
-            epoch=epoch,
-            dtype=dtype,
+        epoch_batches: Iterator[Batch] = islice(
+            batches(
+                train_ds,
+                batch_size=batch_size,
+                drop_last=True,
+                shuffle=shuffle,
+                seed=seed,
+                epoch=epoch,
+                dtype=dtype,
+            ),
+            len(losses),  # batches consumed before the checkpoint this run resumed from
+            None,
         )
-        take = min(steps_per_epoch, total - done)
+        take = min(steps_per_epoch - len(losses), total - done)
         if scan:
-            state, losses = _fit_epoch_scan(state, epoch_batches, take, mesh)
+            state, new = _fit_epoch_scan(state, epoch_batches, take, mesh)
+            losses, done = losses + new, done + take
             bar.update(take)
-        else:
-            state, losses = _fit_epoch_loop(state, epoch_batches, take, mesh, bar)
+        while not scan and take > 0:
+            n = min(take, every - done % every) if every else take
+            state, new = _fit_epoch_loop(state, epoch_batches, n, mesh, bar)
+            losses, done, take = losses + new, done + n, take - n
+            if take > 0:
+                save(epoch, losses)
         seconds = time.perf_counter() - start
-        done += take
+        complete = len(losses) == steps_per_epoch
+        if not complete:  # stopped by max_steps: resuming continues this epoch
+            save(epoch, losses)
         accuracy = None
         if eval_ds is not None:
             accuracy = evaluate(state, eval_ds, dtype=dtype, mesh=mesh)["accuracy"]
-        result = EpochResult(epoch, take, float(np.sum(losses)), losses, accuracy, seconds)
+        result = EpochResult(epoch, len(losses), float(np.sum(losses)), losses, accuracy, seconds)
         history.append(result)
+        if complete:
+            save(epoch + 1, [])
         if print_fn is not None:
             acc = "" if accuracy is None else f"  accuracy: {100 * accuracy:.2f} %"
             bar.clear()
@@ -407,13 +523,22 @@ def fit(
     return state, history
 
 
+def _resume(
+    like: TrainState, checkpointer: Checkpointer, run_id: dict[str, Any]
+) -> tuple[TrainState, list[EpochResult], DataPosition, list[float]]:
+    """The latest checkpoint's state, history, data position and current-epoch losses."""
+    restored = checkpointer.restore(like, expect_extras=run_id)
+    extras = restored.extras
+    history = [EpochResult(**h) for h in extras["history"]]
+    position = restored.data or DataPosition(len(history) + 1, 0, run_id["seed"])
+    return restored.state, history, position, list(extras["losses"])
+
+
 def _fit_epoch_loop(
     state: TrainState, epoch_batches: Iterable[Batch], take: int, mesh: Mesh | None, bar: Any
 ) -> tuple[TrainState, list[float]]:
     pending = []
-    for i, batch in enumerate(epoch_batches):
-        if i == take:
-            break
+    for i, batch in enumerate(islice(epoch_batches, take)):  # leaves later batches unread
         if mesh is not None:
             batch = shard_batch(_process_slice(batch), mesh)
         state, metrics = train_step(state, batch)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -216,6 +217,7 @@ CLI_ERRORS = [
     (["--optimizer", "adam", "--momentum", "0.9"], 2, "adam does not take momentum"),
     (["--schedule", "step_lr:step_size"], 2, "expected key=value"),
     (["--data", "/nonexistent/cifar10"], 1, "dataset not found"),
+    (["--resume"], 1, "nothing to resume: no checkpoint in"),
 ]
 
 
@@ -235,3 +237,119 @@ def test_cli_unwritable_output_is_one_line(npz: Path, tmp_path: Path) -> None:
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot write to output folder" in lines[0], result.stderr
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+class Resume(NamedTuple):
+    """A run interrupted after each of ``stops`` steps and resumed; 3 steps per epoch."""
+
+    id: str
+    optimizer: str
+    kwargs: dict
+    stops: tuple[int, ...]
+    schedule: str | None = None
+    checkpoint_every: int = 0
+    precision: str = "f32"
+
+
+RESUMES = [
+    Resume(
+        "adam-amsgrad-mid-epoch", "adam", {"amsgrad": True, "weight_decay": 0.01}, (4,), None, 2
+    ),
+    Resume(
+        "sgd-momentum-step_lr-twice",
+        "sgd",
+        {"momentum": 0.9, "nesterov": True},
+        (3, 5),
+        "step_lr:step_size=2,gamma=0.5",  # the counter matters
+    ),
+]
+TIMINGS = {"wall_time_s", "first_step_s", "steps_per_s"}
+
+
+@pytest.mark.parametrize("case", RESUMES, ids=lambda c: c.id)
+def test_resumed_cross_check_equals_the_uninterrupted_run(
+    tiny_data: object, tmp_path: Path, case: Resume
+) -> None:
+    """float32, all three trainers, bit for bit: every metrics row and every summary figure.
+
+    The torch side goes through the checkpoint as jaxopt_lab state (``state_from_torch`` /
+    ``state_to_torch``), its lr and scheduler as JSON; a lost bit anywhere would show in the
+    float32 losses and distances of the steps after the resume.
+    """
+
+    def run(out: Path, max_steps: int, ckpt: jol.Checkpointer | None) -> dict:
+        config = crosscheck.CrossCheckConfig(
+            optimizer=case.optimizer,
+            lr=0.01,
+            opt_kwargs=case.kwargs,
+            schedule=case.schedule,
+            batch_size=8,
+            epochs=3,
+            max_steps=max_steps,
+            precision=case.precision,
+        )
+        return crosscheck.run(
+            config,
+            tiny_data,
+            out_dir=out,
+            progress=False,
+            plot=False,
+            print_fn=None,
+            checkpointer=ckpt,
+            checkpoint_every=case.checkpoint_every,
+        )
+
+    reference = run(tmp_path / "reference", 7, None)
+    ckpt = jol.Checkpointer(tmp_path / "ckpt")
+    for stop in case.stops:
+        run(tmp_path / "resumed", stop, ckpt)
+        assert ckpt.latest_step() == stop
+    resumed = run(tmp_path / "resumed", 7, ckpt)
+
+    def rows(out: Path) -> list[dict]:
+        return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+    assert rows(tmp_path / "resumed") == rows(tmp_path / "reference")
+    assert {k: v for k, v in resumed.items() if k not in TIMINGS} == {
+        k: v for k, v in reference.items() if k not in TIMINGS
+    }
+    assert reference["max_rel_param_diff"]["jaxopt_lab~torch"] > 0  # float32: torch's own bits
+
+
+def test_resume_refuses_another_runs_checkpoint(tiny_data: object, tmp_path: Path) -> None:
+    ckpt = jol.Checkpointer(tmp_path / "ckpt")
+    kwargs = dict(batch_size=8, max_steps=1, compare=())
+    crosscheck.run(crosscheck.CrossCheckConfig(**kwargs), tiny_data, progress=False,
+                   print_fn=None, checkpointer=ckpt)  # fmt: skip
+    other = crosscheck.CrossCheckConfig(optimizer="adam", lr=1e-3, **kwargs)
+    with pytest.raises(crosscheck.ConfigError, match=r"cannot resume: .*optimizer: checkpoint has"):
+        crosscheck.run(other, tiny_data, progress=False, print_fn=None, checkpointer=ckpt)
+
+
+def test_cli_resume_continues_and_never_overwrites(npz: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    common = ["--data", str(npz), "--batch-size", "8", "--compare", "none", "--no-progress",
+              "--no-plot", "--out", str(out)]  # fmt: skip
+    first = _cli(*common, "--checkpoint-every", "2", "--max-steps", "2")
+    assert first.returncode == 0, first.stderr
+    again = _cli(*common, "--checkpoint-every", "2", "--max-steps", "4")
+    assert again.returncode == 1
+    assert again.stderr.strip().endswith(
+        "pass --resume to continue that run, or choose another --out"
+    )
+    other = _cli(*common, "--resume", "--max-steps", "4", "--lr", "0.5")
+    assert other.returncode == 2 and "lr: checkpoint has 0.01, expected 0.5" in other.stderr
+    resumed = _cli(*common, "--resume", "--max-steps", "4")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed at step 2" in resumed.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["epoch_steps"] == [3, 1]
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [
+        1,
+        2,
+        3,
+        4,
+    ]

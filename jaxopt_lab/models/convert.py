@@ -96,6 +96,8 @@ def _torch_names(keys: list[str]) -> tuple[str, dict[str, str]]:
 
 
 def _tensor_to_numpy(t: Any) -> np.ndarray:
+    if not hasattr(t, "detach"):  # already an array (e.g. an optimizer buffer being re-laid out)
+        return np.asarray(t)
     import torch
 
     t = t.detach().cpu()
