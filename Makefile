@@ -12,7 +12,9 @@ STAMP := $(VENV)/.installed
 # same cross-check on a clearly labelled synthetic stand-in.
 DATA ?= $(firstword $(wildcard ../shared/data/tfds))
 OUT ?= runs/cifar10-sgd
-CIFAR_ARGS ?= --optimizer sgd --lr 0.01 --batch-size 64 --epochs 20 --out $(OUT) $(if $(DATA),--data $(DATA))
+# EXTRA: flags appended to the defaults, e.g. EXTRA="--checkpoint-every 156" (then "... --resume").
+EXTRA ?=
+CIFAR_ARGS ?= --optimizer sgd --lr 0.01 --batch-size 64 --epochs 20 --out $(OUT) $(if $(DATA),--data $(DATA)) $(EXTRA)
 
 .PHONY: test cifar lint venv clean
 

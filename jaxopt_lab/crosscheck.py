@@ -685,6 +685,8 @@ class _Log:
     max_loss: dict[str, float]
     wall: dict[str, float]  # all steps, the first (compilation) included
     first: dict[str, float]  # the first step alone
+    warmup: dict[str, float]  # the first step of every process (compiles): step 1 and resumes
+    warmup_steps: int  # how many such steps
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
@@ -702,6 +704,8 @@ class _Log:
             max_loss=dict.fromkeys(keys, 0.0),
             wall=dict.fromkeys(impls, 0.0),
             first=dict.fromkeys(impls, 0.0),
+            warmup=dict.fromkeys(impls, 0.0),
+            warmup_steps=0,
         )
 
     def record(
@@ -897,6 +901,7 @@ def run(
         checkpointer.save(log.step, {k: v[0] for k, v in snaps.items()}, data=data, extras=extras)
 
     bar = tqdm(total=total, initial=min(log.step, total), disable=not progress, unit="step")
+    warming = True  # this process's first step compiles: kept out of steps_per_s
     try:
         while log.epoch <= epochs and log.step < total:
             epoch = log.epoch
@@ -923,9 +928,13 @@ def run(
                     log.wall[impl] += elapsed
                     if log.step == 0:
                         log.first[impl] = elapsed
+                    if warming:
+                        log.warmup[impl] += elapsed
                     log.running[impl] += row_loss[impl]
                     if pairs:
                         params[impl] = trainers[impl].params()
+                log.warmup_steps += warming
+                warming = False
                 log.step += 1
                 log.in_epoch += 1
                 row = log.record(epoch, row_loss, params, lr, pairs)
@@ -968,6 +977,7 @@ def run(
 
     epoch_steps, epoch_losses, epoch_acc = log.epoch_steps, log.epoch_losses, log.epoch_acc
     max_param, max_loss, wall, first = log.max_param, log.max_loss, log.wall, log.first
+    warmup, warmup_steps = log.warmup, log.warmup_steps
     summary = _summary(
         config=config,
         train_ds=train_ds,
@@ -984,6 +994,8 @@ def run(
         max_loss=max_loss,
         wall=wall,
         first=first,
+        warmup=warmup,
+        warmup_steps=warmup_steps,
         equivalent=equivalent,
     )
     if out is not None:
@@ -1043,6 +1055,8 @@ def _summary(
     max_loss: dict[str, float],
     wall: dict[str, float],
     first: dict[str, float],
+    warmup: dict[str, float],
+    warmup_steps: int,
     equivalent: OptaxEquivalent,
 ) -> dict[str, Any]:
     steps = len(rows)
@@ -1099,12 +1113,15 @@ def _summary(
         "wall_time_s": {i: wall.get(i) for i in IMPLEMENTATIONS},
         "first_step_s": {i: first.get(i) for i in IMPLEMENTATIONS},
         "steps_per_s": {
-            i: (steps - 1) / (wall[i] - first[i]) if i in impls and steps > 1 else None
+            i: (steps - warmup_steps) / (wall[i] - warmup[i])
+            if i in impls and steps > warmup_steps
+            else None
             for i in IMPLEMENTATIONS
         },
         "timing": (
             "wall_time_s: all training steps (evaluation excluded), each synchronised; "
-            "first_step_s: step 1 alone (includes JAX compilation); steps_per_s: steps 2.. only"
+            "first_step_s: step 1 alone (includes JAX compilation); steps_per_s: steps 2.. only "
+            "(and, in a resumed run, without the first step after each resume)"
         ),
         "versions": versions(),
         "command": " ".join(sys.argv),
