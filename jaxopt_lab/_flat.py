@@ -30,9 +30,6 @@ from ._base import Optimizer, Params
 COMPILER_OPTIONS: dict[str, Any] = {"xla_cpu_copy_insertion_use_region_analysis": True}
 """The XLA:CPU option that lets a ``fori_loop`` update its carried buffers in place."""
 
-_MIN_BUFFERS = 2
-"""Leaves are sliced only for rules with this many state buffers (see :func:`chunked`)."""
-
 DEFAULT_CHUNK = 65536
 """Elements per slice: 7 slices of 256 KiB (p, g, 2 state fields, 3 outputs) fit in L2/L3."""
 
@@ -87,9 +84,7 @@ def chunked(opt: Optimizer, chunk_size: int = DEFAULT_CHUNK) -> Optimizer:
         # Only rules with two or more state buffers are split into several loops by XLA (SGD
         # is one loop, momentum SGD one or two); for them slicing only adds loop overhead.
         n_bufs = sum(col is not None for col in columns)
-        big = [
-            i for i, p in enumerate(leaves) if p.size >= 2 * chunk_size and n_bufs >= _MIN_BUFFERS
-        ]
+        big = [i for i, p in enumerate(leaves) if p.size >= 2 * chunk_size and n_bufs >= 2]
         small = [i for i in range(len(leaves)) if i not in set(big)]
         new_leaves: list[Any] = list(leaves)
         new_columns = [None if col is None else list(col) for col in columns]

@@ -516,11 +516,9 @@ class _TorchTrainer:
         if self.scheduler is not None:
             self.scheduler.step()
 
-    def _named(self) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-        """The parameters in torch's own layout, and their torch param ids."""
-        named = list(self.model.named_parameters())
-        params = {n: p.detach().numpy().copy() for n, p in named}
-        return params, {n: i for i, (n, _) in enumerate(named)}
+    def _ids(self) -> dict[str, int]:
+        """Each parameter's torch param id, by name."""
+        return {n: i for i, (n, _) in enumerate(self.model.named_parameters())}
 
     def snapshot(self) -> tuple[Any, dict[str, Any]]:
         """(arrays, JSON extras) that :meth:`load` restores.
@@ -532,8 +530,8 @@ class _TorchTrainer:
         """
         from jaxopt_lab.torch_state import state_from_torch
 
-        params, ids = self._named()
-        state = state_from_torch(self.opt, params, ids=ids, count=self.steps)
+        params = {n: p.detach().numpy().copy() for n, p in self.model.named_parameters()}
+        state = state_from_torch(self.opt, params, ids=self._ids(), count=self.steps)
         groups = [{k: v for k, v in g.items() if k != "params"} for g in self.opt.param_groups]
         extras = {
             "param_groups": json.loads(json.dumps(groups)),
@@ -546,11 +544,10 @@ class _TorchTrainer:
         from jaxopt_lab.torch_state import state_to_torch
 
         torch = self.torch
-        _, ids = self._named()
         with torch.no_grad():
             for name, p in self.model.named_parameters():
                 p.copy_(torch.from_numpy(np.array(tree["params"][name])))
-        sd = state_to_torch(tree["opt_state"], tree["params"], self.opt, ids=ids)
+        sd = state_to_torch(tree["opt_state"], tree["params"], self.opt, ids=self._ids())
         for group, saved in zip(sd["param_groups"], extras["param_groups"], strict=True):
             group.update({k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
         self.opt.load_state_dict(sd)
@@ -895,6 +892,8 @@ def run(
     def save() -> None:
         if checkpointer is None or log.step in checkpointer.all_steps():
             return
+        if metrics_file is not None:
+            metrics_file.flush()  # a resume re-reads the rows up to this step
         snaps = {impl: trainers[impl].snapshot() for impl in impls}
         extras = {**run_id, "log": log.to_json(), "trainers": {k: v[1] for k, v in snaps.items()}}
         data = DataPosition(log.epoch, log.in_epoch, config.seed)
@@ -940,7 +939,6 @@ def run(
                 row = log.record(epoch, row_loss, params, lr, pairs)
                 if metrics_file is not None:
                     metrics_file.write(json.dumps(row) + "\n")
-                    metrics_file.flush()
                 bar.update(1)
                 bar.set_postfix(loss=f"{row_loss['jaxopt_lab']:.4f}", refresh=False)
                 if checkpoint_every and log.step % checkpoint_every == 0:
