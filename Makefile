@@ -18,7 +18,7 @@ CIFAR_ARGS ?= --optimizer sgd --lr 0.01 --batch-size 64 --epochs 20 --out $(OUT)
 
 .PHONY: test cifar lint venv clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py jaxopt_lab/csrc/native.cc
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==2.13.0"

@@ -9,9 +9,14 @@ For each parameter set (``--sizes``) and optimizer (``--optimizers``) every impl
 one step per round, round-robin (see ``_bench_common.interleaved``); medians after warm-up, each
 step blocking on its result. Implementations:
 
-* ``jol``: ``jax.jit(opt.update, donate_argnums=(0, 2))``;
-* ``jol_chunked``: the same rule over cache-sized slices (``jaxopt_lab._flat.chunked``, jitted
-  with its ``COMPILER_OPTIONS``), only where a leaf has >= 2 slices;
+* ``jol``: ``jax.jit(opt.update, donate_argnums=(0, 2))`` as a user gets it: float32 leaves of
+  at least ``jaxopt_lab._native.MIN_SIZE`` elements take the one-pass C++ kernel (Adam, AdamW,
+  AMSGrad, momentum SGD), the rest XLA's fused loops;
+* ``jol_xla`` / ``jol_kernel``: the same with ``JAXOPT_LAB_NATIVE=off`` (XLA only) /
+  ``=always`` (the kernel for every float32 leaf); ``--sizes 4k,16k,64k,256k --impls
+  jol_xla,jol_kernel`` measures where the kernel starts to pay (``MIN_SIZE``);
+* ``jol_chunked`` (not run by default; superseded by the kernel on CPU): the XLA rule over
+  cache-sized slices (``jaxopt_lab._flat.chunked`` with its ``COMPILER_OPTIONS``);
 * ``jol_flat``: the state in one buffer per dtype (``jaxopt_lab._flat.flat``), multi-leaf sets only;
 * ``optax``: ``optax.sgd/adam/adamw/adam(amsgrad)`` + ``apply_updates``, jitted and donated;
 * ``torch_loop`` / ``torch_foreach`` / ``torch_fused``: ``foreach=False`` / ``foreach=True`` /
@@ -27,12 +32,14 @@ Writes ``experiments/results/bench_update.{json,md}`` and prints the table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
+import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,15 +63,22 @@ SIZES: dict[str, list[tuple[int, ...]]] = {
         (10,),
     ],
     "1000x1k": [(1000,)] * 1000,
+    "4k": [(4096,)],
+    "16k": [(16384,)],
+    "64k": [(65536,)],
+    "256k": [(262144,)],
     "1m": [(1_000_000,)],
     "10m": [(10_000_000,)],
     "100m": [(100_000_000,)],
 }
 BYTES_PER_PARAM = {"sgd": 12, "momentum": 20, "adam": 28, "adamw": 28, "amsgrad": 36}
-ROUNDS = {"cnn": 60, "1000x1k": 30, "1m": 30, "10m": 12, "100m": 3}
-BLOCK = {"cnn": 5, "1000x1k": 3, "1m": 5, "10m": 2, "100m": 1}
-BUDGET_S = {"cnn": 10, "1000x1k": 15, "1m": 10, "10m": 25, "100m": 60}
-IMPLS = ("jol", "jol_chunked", "jol_flat", "optax", "torch_loop", "torch_foreach", "torch_fused")
+_SMALL = {"4k": 200, "16k": 200, "64k": 100, "256k": 60}
+ROUNDS = {"cnn": 60, "1000x1k": 30, "1m": 30, "10m": 12, "100m": 3, **_SMALL}
+BLOCK = {"cnn": 5, "1000x1k": 3, "1m": 5, "10m": 2, "100m": 1, **dict.fromkeys(_SMALL, 10)}
+BUDGET_S = {"cnn": 10, "1000x1k": 15, "1m": 10, "10m": 25, "100m": 60, **dict.fromkeys(_SMALL, 8)}
+IMPLS = ("jol", "jol_xla", "jol_flat", "optax", "torch_loop", "torch_foreach", "torch_fused")
+ALL_IMPLS = (*IMPLS, "jol_kernel", "jol_chunked", "jol_nodonate")
+NATIVE_MODE = {"jol_xla": "off", "jol_kernel": "always"}  # JAXOPT_LAB_NATIVE per impl
 TORCH_FUSED = {"sgd", "momentum", "adam", "adamw", "amsgrad"}
 
 
@@ -110,6 +124,20 @@ def _torch_opt(name: str, params: list, how: str) -> Any:
     if name == "adamw":
         return torch.optim.AdamW(params, lr=1e-3, **kw)
     return torch.optim.Adam(params, lr=1e-3, amsgrad=name == "amsgrad", **kw)
+
+
+@contextlib.contextmanager
+def native_mode(mode: str) -> Iterator[None]:
+    """``JAXOPT_LAB_NATIVE=mode`` for the block, then the previous value."""
+    old = os.environ.get("JAXOPT_LAB_NATIVE")
+    os.environ["JAXOPT_LAB_NATIVE"] = mode
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["JAXOPT_LAB_NATIVE"]
+        else:
+            os.environ["JAXOPT_LAB_NATIVE"] = old
 
 
 def make_step(
@@ -161,8 +189,11 @@ def make_step(
 
             return step_nd
         init, update = o.init, o.update
-    fn = jax.jit(update, donate_argnums=(0, 2), **jit_kw)
     box = {"p": params, "s": jax.block_until_ready(init(params))}
+    # Compiled now, under this impl's JAXOPT_LAB_NATIVE (read when the update is traced).
+    with native_mode(NATIVE_MODE.get(impl, "auto")):
+        fn = jax.jit(update, donate_argnums=(0, 2), **jit_kw)
+        fn = fn.lower(box["p"], grads, box["s"]).compile()
 
     def step() -> Any:
         box["p"], box["s"] = fn(box["p"], grads, box["s"])
@@ -379,10 +410,11 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def render(res: dict[str, Any]) -> str:
     bw = res["bandwidth"]["used_gbs"]
+    impls = [i for i in ALL_IMPLS if any(r["impl"] == i for r in res["rows"])]
     header = [
         "params",
         "opt",
-        *[f"{i} ms" for i in IMPLS],
+        *[f"{i} ms" for i in impls],
         "best jol",
         "GB/s",
         "% bw",
@@ -401,7 +433,7 @@ def render(res: dict[str, Any]) -> str:
             [
                 size,
                 opt,
-                *[rs[i]["median_s"] * 1e3 if i in rs else None for i in IMPLS],
+                *[rs[i]["median_s"] * 1e3 if i in rs else None for i in impls],
                 best,
                 rs[best]["gbs"],
                 100 * rs[best]["fraction_of_bandwidth"],
@@ -460,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rss", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--rss-sizes", default="10m,100m")
     ap.add_argument("--rss-optimizers", default="adam")
-    ap.add_argument("--rss-impls", default="jol,jol_chunked,jol_nodonate,optax,torch_fused")
+    ap.add_argument("--rss-impls", default="jol,jol_xla,jol_nodonate,optax,torch_fused")
     ap.add_argument("--quick", action="store_true", help="smoke run: small sizes, few rounds")
     ap.add_argument("--out", default="bench_update", help="results/{out}.json/.md")
     ap.add_argument("--render", default=None, help="only re-render a results JSON (rows kept)")
@@ -478,6 +510,9 @@ def main(argv: list[str] | None = None) -> int:
     for s in args.sizes + args.rss_sizes:
         if s not in SIZES:
             ap.error(f"unknown size {s!r}; choose from {', '.join(SIZES)}")
+    for i in args.impls + args.rss_impls:
+        if i not in ALL_IMPLS:
+            ap.error(f"unknown impl {i!r}; choose from {', '.join(ALL_IMPLS)}")
     for o in args.optimizers + args.rss_optimizers:
         if o not in BYTES_PER_PARAM:
             ap.error(f"unknown optimizer {o!r}; choose from {', '.join(BYTES_PER_PARAM)}")

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _kernels as K
+from . import _native
 from ._base import Optimizer, ScalarOrSchedule
 from ._checks import check_ignored_flags, check_number, check_range, is_schedule, require
 from ._leafwise import LeafContext, ScalarMath, leafwise
@@ -114,29 +115,60 @@ def adam(
             "bias_correction2_sqrt": math.sqrt(bias_correction2),
         }
 
-    def update_leaf(p, g, bufs, ctx: LeafContext):
-        exp_avg, exp_avg_sq, max_exp_avg_sq = bufs
-        s = ctx.scalars
+    def rule(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, s, zero):
         g = -g if maximize else g
         if use_decay:
             if decoupled_weight_decay:
-                p = K.mul(p, s["decay"], ctx.zero)  # param.mul_(1 - lr * weight_decay)
+                p = K.mul(p, s["decay"], zero)  # param.mul_(1 - lr * weight_decay)
             else:
                 g = K.add(g, p, s["weight_decay"])  # grad.add(param, alpha=weight_decay)
         exp_avg = K.lerp(exp_avg, g, s["one_minus_beta1"])
         # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        exp_avg_sq = K.addcmul(K.mul(exp_avg_sq, s["beta2"], ctx.zero), g, g, s["one_minus_beta2"])
+        exp_avg_sq = K.addcmul(K.mul(exp_avg_sq, s["beta2"], zero), g, g, s["one_minus_beta2"])
         second = exp_avg_sq
         if amsgrad:
             max_exp_avg_sq = K.maximum(max_exp_avg_sq, exp_avg_sq)
             second = max_exp_avg_sq
         # denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)
-        denom = K.add_scalar(K.div(K.sqrt(second), s["bias_correction2_sqrt"], ctx.zero), s["eps"])
+        denom = K.add_scalar(K.div(K.sqrt(second), s["bias_correction2_sqrt"], zero), s["eps"])
         p = K.addcdiv(p, exp_avg, denom, s["neg_step_size"])
+        return p, exp_avg, exp_avg_sq, max_exp_avg_sq
+
+    decay_mode = (2 if decoupled_weight_decay else 1) if use_decay else 0
+
+    def native_rule(*args):  # (*leaf arrays, packed scalars, count), as one_pass passes them
+        *arrays, packed, count = args
+        s = dict(zip(_native.ADAM_SCALARS, packed, strict=True))
+        vmax = arrays[4] if amsgrad else None
+        out = rule(*arrays[:4], vmax, s, K.opaque_zero(count, jnp.float32))
+        return out if amsgrad else out[:3]
+
+    def update_leaf(p, g, bufs, ctx: LeafContext):
+        p, exp_avg, exp_avg_sq, max_exp_avg_sq = rule(p, g, *bufs, ctx.scalars, ctx.zero)
         return p, (exp_avg, exp_avg_sq, max_exp_avg_sq)
 
+    def kernel(ps, gs, bufs, ctx: LeafContext):  # the float32 leaves, in one call
+        roles = 3 if amsgrad else 2
+        columns = [ps, gs, *([b[k] for b in bufs] for k in range(roles))]
+        new_p, *new_bufs = _native.one_pass(
+            "jaxopt_lab_amsgrad_f32" if amsgrad else "jaxopt_lab_adam_f32",
+            native_rule,
+            columns,
+            outputs=(0, 2, 3, 4) if amsgrad else (0, 2, 3),
+            operands=(_native.pack(ctx.scalars, _native.ADAM_SCALARS),),
+            rule_only=(ctx.count,),
+            decay=decay_mode,
+            maximize=maximize,
+        )
+        if not amsgrad:
+            new_bufs.append([None] * len(ps))
+        return new_p, list(zip(*new_bufs, strict=True))
+
+    def update_leaves(ps, gs, bufs, ctx: LeafContext):
+        return _native.route(ps, gs, bufs, ctx, update_leaf, kernel)
+
     name = "adamw" if decoupled_weight_decay else "adam"
-    return leafwise(name, init_leaf, update_leaf, scalars, AdamState)
+    return leafwise(name, init_leaf, update_leaf, scalars, AdamState, update_leaves=update_leaves)
 
 
 def adamw(

@@ -65,6 +65,10 @@ UpdateLeaf = Callable[
     [jax.Array, jax.Array, tuple[Any, ...], LeafContext], tuple[jax.Array, Sequence[Any]]
 ]
 Scalars = Callable[[ScalarMath], Mapping[str, _double.Real]]
+UpdateLeaves = Callable[
+    [list[jax.Array], list[jax.Array], list[tuple[Any, ...]], LeafContext],
+    tuple[list[jax.Array], list[Sequence[Any]]],
+]
 
 
 def make_state_type(name: str, fields: Sequence[str]) -> type:
@@ -79,6 +83,7 @@ def leafwise(
     scalars: Scalars,
     state_type: type | None = None,
     fields: Sequence[str] = (),
+    update_leaves: UpdateLeaves | None = None,
 ) -> Optimizer:
     """Turn a per-leaf update rule into an :class:`Optimizer` over any pytree.
 
@@ -89,6 +94,10 @@ def leafwise(
       scalars: ``math -> {name: value}``, the step's hyper-parameter scalars.
       state_type: a NamedTuple class ``(count, *fields)``; made from ``fields`` when omitted.
       fields: the buffer field names (only needed without ``state_type``).
+      update_leaves: optional ``(ps, gs, buffers, ctx) -> (new_ps, new_buffers)`` for all the
+        leaves that share a math dtype at once (lists, one entry per leaf), to update them in
+        one kernel call (:mod:`jaxopt_lab._native`); it must equal ``update_leaf`` leaf by
+        leaf. Default: ``update_leaf`` on each.
 
     Returns:
       An optimizer whose state is ``state_type(count, *fields)``, ``count`` an int32 scalar.
@@ -105,6 +114,12 @@ def leafwise(
     if state_type is None:
         state_type = make_state_type(f"{name.title().replace('_', '')}State", fields)
     field_names = state_type._fields[1:]
+
+    def each(ps, gs, bufs, ctx):
+        out = [update_leaf(p, g, b, ctx) for p, g, b in zip(ps, gs, bufs, strict=True)]
+        return [p for p, _ in out], [b for _, b in out]
+
+    many = update_leaves or each
 
     def init(params: Params) -> Any:
         check_params(params)
@@ -133,21 +148,27 @@ def leafwise(
         count = jnp.asarray(state.count, jnp.int32)
         contexts: dict[Any, LeafContext] = {}
 
-        def context(dtype: Any) -> LeafContext:
-            md = math_dtype(dtype)
+        def context(md: Any) -> LeafContext:
             if md not in contexts:
                 values = scalars(ScalarMath(count, wide=md == jnp.float64))
                 rounded = {k: _double.round_to(v, md) for k, v in values.items()}
                 contexts[md] = LeafContext(count, rounded, opaque_zero(count, md))
             return contexts[md]
 
-        new_leaves, new_columns = [], [[] for _ in field_names]
-        for i, (p, g) in enumerate(zip(leaves, g_leaves, strict=True)):
-            bufs = tuple(col[i] for col in columns)
-            new_p, new_bufs = update_leaf(p, g, bufs, context(p.dtype))
-            new_leaves.append(new_p)
-            for col, b in zip(new_columns, new_bufs, strict=True):
-                col.append(b)
+        # Leaves grouped by math dtype, in order; each group shares one context.
+        groups: dict[Any, list[int]] = {}
+        for i, p in enumerate(leaves):
+            groups.setdefault(math_dtype(p.dtype), []).append(i)
+        new_leaves: list[Any] = [None] * len(leaves)
+        new_columns: list[list[Any]] = [[None] * len(leaves) for _ in field_names]
+        for md, idx in groups.items():
+            ps, gs = [leaves[i] for i in idx], [g_leaves[i] for i in idx]
+            bufs = [tuple(col[i] for col in columns) for i in idx]
+            new_ps, new_bufs = many(ps, gs, bufs, context(md))
+            for j, i in enumerate(idx):
+                new_leaves[i] = new_ps[j]
+                for col, b in zip(new_columns, new_bufs[j], strict=True):
+                    col[i] = b
         new_state = state_type(
             count + 1,
             *[

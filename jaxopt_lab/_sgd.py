@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _kernels as K
+from . import _native
 from ._base import Optimizer, ScalarOrSchedule
 from ._checks import check_ignored_flags, check_number, check_range, is_schedule, require
 from ._leafwise import LeafContext, ScalarMath, leafwise
@@ -90,17 +91,41 @@ def sgd(
             "weight_decay": math.resolve(weight_decay),
         }
 
-    def update_leaf(p, g, bufs, ctx: LeafContext):
-        (buf,) = bufs
-        s = ctx.scalars
+    def rule(p, g, buf, s, count, zero):
         g = -g if maximize else g
         if use_decay:
             g = K.add(g, p, s["weight_decay"])  # grad.add(param, alpha=wd)
         if use_momentum:
             # buf.mul_(momentum).add_(grad, alpha=1 - dampening): the product is rounded first.
-            later = K.add(K.mul(buf, s["momentum"], ctx.zero), g, s["one_minus_dampening"])
-            buf = jnp.where(ctx.count == 0, g, later)  # first step: buf = grad.clone()
+            later = K.add(K.mul(buf, s["momentum"], zero), g, s["one_minus_dampening"])
+            buf = jnp.where(count == 0, g, later)  # first step: buf = grad.clone()
             g = K.add(g, buf, s["momentum"]) if nesterov else buf
-        return K.add(p, g, s["neg_lr"]), (buf,)  # param.add_(grad, alpha=-lr)
+        return K.add(p, g, s["neg_lr"]), buf  # param.add_(grad, alpha=-lr)
 
-    return leafwise("sgd", init_leaf, update_leaf, scalars, SGDState)
+    def native_rule(p, g, buf, packed, count):  # as _native.one_pass passes them
+        s = dict(zip(_native.SGD_SCALARS, packed, strict=True))
+        return rule(p, g, buf, s, count, K.opaque_zero(count, jnp.float32))
+
+    def update_leaf(p, g, bufs, ctx: LeafContext):
+        p, buf = rule(p, g, bufs[0], ctx.scalars, ctx.count, ctx.zero)
+        return p, (buf,)
+
+    def kernel(ps, gs, bufs, ctx: LeafContext):  # the float32 leaves, in one call
+        new_p, new_buf = _native.one_pass(
+            "jaxopt_lab_sgd_momentum_f32",
+            native_rule,
+            [ps, gs, [b[0] for b in bufs]],
+            outputs=(0, 2),
+            operands=(_native.pack(ctx.scalars, _native.SGD_SCALARS), ctx.count),
+            decay=use_decay,
+            maximize=maximize,
+            nesterov=nesterov,
+        )
+        return new_p, [(b,) for b in new_buf]
+
+    def update_leaves(ps, gs, bufs, ctx: LeafContext):
+        return _native.route(ps, gs, bufs, ctx, update_leaf, kernel)
+
+    # Plain SGD is one loop in XLA already; the kernel is for momentum's second array.
+    many = update_leaves if use_momentum else None
+    return leafwise("sgd", init_leaf, update_leaf, scalars, SGDState, update_leaves=many)

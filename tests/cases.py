@@ -7,6 +7,7 @@ keyword arguments both take. ``INVALID``: bad inputs with the exception and mess
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +50,14 @@ class Case:
     @property
     def uses_sqrt(self) -> bool:
         return self.algo != "sgd"
+
+    @property
+    def has_kernel(self) -> bool:
+        """Whether float32 leaves can take a one-pass CPU kernel (``jaxopt_lab._native``)."""
+        return self.algo in ("adam", "adamw") or (
+            self.algo == "sgd"
+            and (callable(self.kwargs.get("momentum")) or "momentum" in self.kwargs)
+        )
 
     def make(self) -> jol.Optimizer:
         kwargs = dict(self.kwargs)
@@ -157,6 +166,19 @@ def _update_with(params: Any, grads: Any, state_from: Callable[[], Any] | None =
         return opt.update(params, grads, state)
 
     return run
+
+
+def _with_env(name: str, value: str, run: Callable[[], Any]) -> Any:
+    """``run()`` with the environment variable ``name`` set to ``value`` (then restored)."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        return run()
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
 
 
 # (id, callable that must raise, exception type, message regex)
@@ -292,6 +314,12 @@ INVALID: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         lambda: jol.as_optax(jol.sgd()).update(_params(), jol.sgd().init(_params())),
         ValueError,
         r"needs params",
+    ),
+    (
+        "native-mode-env",
+        lambda: _with_env("JAXOPT_LAB_NATIVE", "fast", _apply(jol.adam)),
+        ValueError,
+        r"^JAXOPT_LAB_NATIVE must be one of \('auto', 'off', 'always'\), got 'fast'$",
     ),
 ]
 

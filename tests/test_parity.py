@@ -10,9 +10,11 @@ Tolerances, and where they come from:
   of float64 inputs here) and ``beta**t`` (binary exponentiation here, libm ``pow`` in Python),
   each ~1e-16 relative per step. 200 steps of such perturbations, amplified by at most
   1/(1-beta2) in Adam's second moment, stay well under 1e-12.
-* float32, single-tensor path: **bit for bit**. For the algorithms that take a square root, torch
-  runs with a correctly rounded sqrt patched in (see ``correctly_rounded_torch_sqrt``); the
-  unpatched comparison is the ULP report in ``test_bitwise_report.py``.
+* float32, single-tensor path: **bit for bit**, through the pure-JAX rules and again (``kernel``)
+  through the one-pass CPU kernels of ``jaxopt_lab._native`` (``JAXOPT_LAB_NATIVE=always``).
+  For the algorithms that take a square root, torch runs with a correctly rounded sqrt patched
+  in (see ``correctly_rounded_torch_sqrt``); the unpatched comparison is the ULP report in
+  ``test_bitwise_report.py``.
 * float32, foreach path: its kernels round like the single-tensor ones except the MKL sqrt,
   which the patch cannot reach (``torch._foreach_sqrt``): bit for bit for SGD, and within the
   drift bound of ``cases.FLOAT32_FOREACH_RTOL`` for the rest (measured, see there).
@@ -31,11 +33,13 @@ STEPS = 200
 _OURS: dict = {}
 
 
-def _ours(case, dtype):
-    """jaxopt_lab's trajectory, computed once per (case, dtype) and shared by the comparisons."""
-    key = (case.id, np.dtype(dtype).name)
+def _ours(case, dtype, native="off"):
+    """jaxopt_lab's trajectory, computed once per (case, dtype, native mode) and shared."""
+    key = (case.id, np.dtype(dtype).name, native)
     if key not in _OURS:
-        _OURS[key] = jax_trajectory(case, dtype, STEPS)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("JAXOPT_LAB_NATIVE", native)  # read when the update is traced
+            _OURS[key] = jax_trajectory(case, dtype, STEPS)
     return _OURS[key]
 
 
@@ -62,9 +66,13 @@ def test_float64_trajectory(case, foreach):
     _compare(ours, theirs, check)
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_float32_bitwise_single_tensor(case):
-    ours = _ours(case, np.float32)
+@pytest.mark.parametrize(
+    ("case", "native"),
+    [(c, "off") for c in CASES] + [(c, "always") for c in CASES if c.has_kernel],
+    ids=lambda x: x.id if hasattr(x, "id") else {"off": "xla", "always": "kernel"}[x],
+)
+def test_float32_bitwise_single_tensor(case, native):
+    ours = _ours(case, np.float32, native)
     with correctly_rounded_torch_sqrt():
         theirs = torch_trajectory(case, np.float32, STEPS, foreach=False)
 

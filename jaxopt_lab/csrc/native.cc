@@ -1,0 +1,364 @@
+// One-pass CPU kernels for jaxopt_lab's optimizer steps, as XLA FFI custom calls.
+//
+// XLA:CPU compiles an Adam step into three loops over memory (new m, new v, new p): ~40 bytes
+// per float32 parameter instead of the 28 a single pass moves. These handlers make that single
+// pass, doing torch's single-tensor (foreach=False) arithmetic in the same order, with the same
+// roundings, as the pure-JAX rules in jaxopt_lab/_adam.py and jaxopt_lab/_sgd.py:
+//
+//   torch op                        here
+//   a.add(b, alpha=s)               fma(s, b, a)
+//   a.mul(s)                        a * s                  (rounded on its own)
+//   a.lerp(e, w), |w| < 0.5         fma(w, e - a, a)
+//   a.lerp(e, w), |w| >= 0.5        fma(w - 1, e - a, e)
+//   a.addcmul(b, c, value=v)        fma(v * b, c, a)
+//   a.addcdiv(b, c, value=v)        a + (v * b) / c
+//   a.sqrt(), a / s, a + s          one IEEE operation each
+//
+// Build flags matter: -ffp-contract=off (no FMA the source does not spell), no -ffast-math.
+// The step's scalars (bias corrections, lr, ...) arrive already rounded to float32 in one
+// small buffer, computed by the JAX side exactly as for the pure rule. Outputs may alias inputs
+// (the JAX side asks XLA to reuse donated buffers); each element is read before it is written.
+// One call updates every float32 leaf of the optimizer (like torch's multi-tensor fused
+// kernels): XLA's per-leaf loop overhead goes too. Leaves are cut into blocks of at most 16 Ki
+// elements, shared out over XLA's intra-op thread pool when there are enough of them.
+
+#include <Python.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+#if defined(JOL_CLONES)
+// set by the build
+#elif defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// AVX2 + FMA where the CPU has them (chosen at load time), plain x86-64 otherwise. Without
+// hardware FMA std::fma is a (correct, slow) library call: the results are the same.
+#define JOL_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define JOL_CLONES
+#endif
+
+// Elements per block handed to one thread: 16 Ki floats = 64 KiB per array.
+constexpr int64_t kBlock = 1 << 14;
+
+// Runs body(b) for b in [0, blocks), on the calling thread and up to num_threads - 1 pool
+// threads (more would oversubscribe the cores: 1.7x slower for Adam on 145k params). The caller
+// takes blocks too and only waits for blocks other threads have started, so it cannot deadlock
+// on a busy (or one-thread) pool; a task that starts late finds no work and touches nothing.
+template <typename Body>
+void ParallelFor(ffi::ThreadPool& pool, int64_t blocks, int64_t elements, const Body& body) {
+  const int64_t workers =
+      elements < 2 * kBlock ? 0 : std::min<int64_t>(pool.num_threads() - 1, blocks - 1);
+  if (workers <= 0) {
+    for (int64_t b = 0; b < blocks; ++b) body(b);
+    return;
+  }
+  struct Shared {
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+  };
+  auto shared = std::make_shared<Shared>();
+  const Body* fn = &body;  // only dereferenced for a claimed block, i.e. before we return
+  auto work = [shared, blocks, fn]() {
+    for (int64_t b; (b = shared->next.fetch_add(1, std::memory_order_relaxed)) < blocks;) {
+      (*fn)(b);
+      shared->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  for (int64_t i = 0; i < workers; ++i) pool.Schedule(decltype(work)(work));  // a copy each
+  work();
+  while (shared->done.load(std::memory_order_acquire) < blocks) std::this_thread::yield();
+}
+
+// The leaves of one call. Operands come role-major (all params, then all grads, then each state
+// buffer); results likewise (params, then each state buffer), each aliasing its input.
+template <int kIn, int kOut>
+struct Leaves {
+  std::vector<std::array<const float*, kIn>> in;
+  std::vector<std::array<float*, kOut>> out;
+  std::vector<int64_t> size;
+  // Blocks of at most kBlock elements: (leaf, start, end).
+  std::vector<std::array<int64_t, 3>> blocks;
+  int64_t elements = 0;
+};
+
+template <int kIn, int kOut>
+ffi::Error Collect(const ffi::RemainingArgs& args, const ffi::RemainingRets& rets,
+                   Leaves<kIn, kOut>* leaves) {
+  if (args.size() % kIn != 0 || rets.size() * kIn != args.size() * kOut) {
+    return ffi::Error::InvalidArgument("operand and result counts do not match the optimizer");
+  }
+  const size_t n = args.size() / kIn;
+  leaves->in.resize(n);
+  leaves->out.resize(n);
+  leaves->size.resize(n);
+  for (size_t r = 0; r < kIn; ++r) {
+    for (size_t l = 0; l < n; ++l) {
+      auto buf = args.get<ffi::Buffer<ffi::F32>>(r * n + l);
+      if (buf.has_error()) return buf.error();
+      const int64_t size = static_cast<int64_t>(buf->element_count());
+      if (r == 0) leaves->size[l] = size;
+      if (size != leaves->size[l]) return ffi::Error::InvalidArgument("leaf sizes differ");
+      leaves->in[l][r] = buf->typed_data();
+    }
+  }
+  for (size_t r = 0; r < kOut; ++r) {
+    for (size_t l = 0; l < n; ++l) {
+      auto buf = rets.get<ffi::Buffer<ffi::F32>>(r * n + l);
+      if (buf.has_error()) return buf.error();
+      if (static_cast<int64_t>((*buf)->element_count()) != leaves->size[l]) {
+        return ffi::Error::InvalidArgument("result size differs from its leaf");
+      }
+      leaves->out[l][r] = (*buf)->typed_data();
+    }
+  }
+  for (size_t l = 0; l < n; ++l) {
+    for (int64_t lo = 0; lo < leaves->size[l]; lo += kBlock) {
+      leaves->blocks.push_back({static_cast<int64_t>(l), lo, std::min(leaves->size[l], lo + kBlock)});
+    }
+    leaves->elements += leaves->size[l];
+  }
+  return ffi::Error::Success();
+}
+
+template <typename Scalars>
+ffi::Error ReadScalars(const ffi::Buffer<ffi::F32>& buffer, Scalars* s) {
+  constexpr size_t kCount = sizeof(Scalars) / sizeof(float);
+  if (buffer.element_count() != kCount) {
+    return ffi::Error::InvalidArgument("wrong number of step scalars");
+  }
+  std::copy_n(buffer.typed_data(), kCount, reinterpret_cast<float*>(s));
+  return ffi::Error::Success();
+}
+
+// Runs fn(in, out, scalars, lo, hi) over every block of every leaf.
+template <int kIn, int kOut, typename Fn, typename Scalars>
+void RunBlocks(ffi::ThreadPool& pool, const Leaves<kIn, kOut>& leaves, Fn fn, const Scalars& s) {
+  ParallelFor(pool, static_cast<int64_t>(leaves.blocks.size()), leaves.elements,
+              [&](int64_t b) {
+                const auto& [leaf, lo, hi] = leaves.blocks[b];
+                fn(leaves.in[leaf].data(), leaves.out[leaf].data(), s, lo, hi);
+              });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Adam / AdamW / AMSGrad (torch.optim._single_tensor_adam).
+
+enum Decay : int64_t { kNoDecay = 0, kL2 = 1, kDecoupled = 2 };
+
+// The order of jaxopt_lab._native.ADAM_SCALARS.
+struct AdamScalars {
+  float one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay, neg_step_size,
+      bias_correction2_sqrt;
+};
+
+// in: p, g, exp_avg, exp_avg_sq[, max_exp_avg_sq]; out: p, exp_avg, exp_avg_sq[, max_exp_avg_sq]
+template <bool kAmsgrad, int64_t kDecayMode, bool kMaximize, bool kSmallWeight>
+JOL_CLONES void AdamBlock(const float* const* in, float* const* out, const AdamScalars& s,
+                          int64_t lo, int64_t hi) {
+  const float *p_in = in[0], *g_in = in[1], *m_in = in[2], *v_in = in[3];
+  float *p_out = out[0], *m_out = out[1], *v_out = out[2];
+  const float* vmax_in = kAmsgrad ? in[4] : nullptr;
+  float* vmax_out = kAmsgrad ? out[3] : nullptr;
+  const float w = s.one_minus_beta1;
+#pragma GCC ivdep
+  for (int64_t i = lo; i < hi; ++i) {
+    float p = p_in[i];
+    float g = kMaximize ? -g_in[i] : g_in[i];
+    if (kDecayMode == kL2) g = std::fma(s.weight_decay, p, g);   // grad.add(param, alpha=wd)
+    if (kDecayMode == kDecoupled) p = p * s.decay;                // param.mul_(1 - lr * wd)
+    const float m0 = m_in[i];
+    const float diff = g - m0;                                    // exp_avg.lerp_(grad, 1 - b1)
+    const float m = kSmallWeight ? std::fma(w, diff, m0) : std::fma(w - 1.0f, diff, g);
+    const float v_scaled = v_in[i] * s.beta2;                     // exp_avg_sq.mul_(beta2)
+    const float v = std::fma(s.one_minus_beta2 * g, g, v_scaled);  // .addcmul_(g, g, 1 - b2)
+    float second = v;
+    if (kAmsgrad) {                                               // torch.maximum (NaN wins)
+      const float old = vmax_in[i];
+      second = (old >= v || old != old) ? old : v;
+      vmax_out[i] = second;
+    }
+    const float denom = std::sqrt(second) / s.bias_correction2_sqrt + s.eps;
+    p_out[i] = p + (s.neg_step_size * m) / denom;                 // param.addcdiv_(m, denom)
+    m_out[i] = m;
+    v_out[i] = v;
+  }
+}
+
+using AdamBlockFn = void (*)(const float* const*, float* const*, const AdamScalars&, int64_t,
+                             int64_t);
+
+template <bool kAmsgrad, int64_t kDecayMode>
+AdamBlockFn PickAdam(bool maximize, bool small_weight) {
+  if (maximize) {
+    return small_weight ? AdamBlock<kAmsgrad, kDecayMode, true, true>
+                        : AdamBlock<kAmsgrad, kDecayMode, true, false>;
+  }
+  return small_weight ? AdamBlock<kAmsgrad, kDecayMode, false, true>
+                      : AdamBlock<kAmsgrad, kDecayMode, false, false>;
+}
+
+template <bool kAmsgrad>
+AdamBlockFn PickAdam(int64_t decay, bool maximize, bool small_weight) {
+  switch (decay) {
+    case kL2:
+      return PickAdam<kAmsgrad, kL2>(maximize, small_weight);
+    case kDecoupled:
+      return PickAdam<kAmsgrad, kDecoupled>(maximize, small_weight);
+    default:
+      return PickAdam<kAmsgrad, kNoDecay>(maximize, small_weight);
+  }
+}
+
+template <bool kAmsgrad>
+ffi::Error AdamImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars, ffi::RemainingArgs args,
+                    ffi::RemainingRets rets, int64_t decay, bool maximize) {
+  AdamScalars s;
+  if (auto err = ReadScalars(scalars, &s); err.failure()) return err;
+  constexpr int kIn = kAmsgrad ? 5 : 4;
+  Leaves<kIn, kIn - 1> leaves;
+  if (auto err = Collect(args, rets, &leaves); err.failure()) return err;
+  const bool small_weight = std::fabs(s.one_minus_beta1) < 0.5f;
+  RunBlocks(pool, leaves, PickAdam<kAmsgrad>(decay, maximize, small_weight), s);
+  return ffi::Error::Success();
+}
+
+// ---------------------------------------------------------------------------------------------
+// SGD with momentum (torch.optim._single_tensor_sgd, momentum != 0).
+
+// The order of jaxopt_lab._native.SGD_SCALARS.
+struct SgdScalars {
+  float neg_lr, momentum, one_minus_dampening, weight_decay;
+};
+
+// in: p, g, momentum_buffer; out: p, momentum_buffer
+template <bool kDecay, bool kMaximize, bool kNesterov, bool kFirst>
+JOL_CLONES void SgdBlock(const float* const* in, float* const* out, const SgdScalars& s,
+                         int64_t lo, int64_t hi) {
+  const float *p_in = in[0], *g_in = in[1], *b_in = in[2];
+  float *p_out = out[0], *b_out = out[1];
+#pragma GCC ivdep
+  for (int64_t i = lo; i < hi; ++i) {
+    const float p = p_in[i];
+    float g = kMaximize ? -g_in[i] : g_in[i];
+    if (kDecay) g = std::fma(s.weight_decay, p, g);  // grad.add(param, alpha=wd)
+    // First step: buf = grad.clone(); later: buf.mul_(momentum).add_(grad, alpha=1 - damp).
+    const float b = kFirst ? g : std::fma(s.one_minus_dampening, g, b_in[i] * s.momentum);
+    const float d = kNesterov ? std::fma(s.momentum, b, g) : b;
+    p_out[i] = std::fma(s.neg_lr, d, p);  // param.add_(d, alpha=-lr)
+    b_out[i] = b;
+  }
+}
+
+using SgdBlockFn = void (*)(const float* const*, float* const*, const SgdScalars&, int64_t,
+                            int64_t);
+
+template <bool kDecay, bool kMaximize>
+SgdBlockFn PickSgd(bool nesterov, bool first) {
+  if (nesterov) {
+    return first ? SgdBlock<kDecay, kMaximize, true, true> : SgdBlock<kDecay, kMaximize, true, false>;
+  }
+  return first ? SgdBlock<kDecay, kMaximize, false, true> : SgdBlock<kDecay, kMaximize, false, false>;
+}
+
+ffi::Error SgdMomentumImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
+                           ffi::Buffer<ffi::S32> count, ffi::RemainingArgs args,
+                           ffi::RemainingRets rets, bool decay, bool maximize, bool nesterov) {
+  SgdScalars s;
+  if (auto err = ReadScalars(scalars, &s); err.failure()) return err;
+  Leaves<3, 2> leaves;
+  if (auto err = Collect(args, rets, &leaves); err.failure()) return err;
+  const bool first = count.typed_data()[0] == 0;
+  SgdBlockFn fn;
+  if (decay) {
+    fn = maximize ? PickSgd<true, true>(nesterov, first) : PickSgd<true, false>(nesterov, first);
+  } else {
+    fn = maximize ? PickSgd<false, true>(nesterov, first) : PickSgd<false, false>(nesterov, first);
+  }
+  RunBlocks(pool, leaves, fn, s);
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+// Operands: the step scalars (and SGD's count), then the leaves' arrays role-major.
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JolAdamF32, AdamImpl<false>,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // step scalars
+                                  .RemainingArgs()               // p, g, exp_avg, exp_avg_sq
+                                  .RemainingRets()               // p, exp_avg, exp_avg_sq
+                                  .Attr<int64_t>("decay")
+                                  .Attr<bool>("maximize"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JolAmsgradF32, AdamImpl<true>,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // step scalars
+                                  .RemainingArgs()  // p, g, exp_avg, exp_avg_sq, max_exp_avg_sq
+                                  .RemainingRets()  // p, exp_avg, exp_avg_sq, max_exp_avg_sq
+                                  .Attr<int64_t>("decay")
+                                  .Attr<bool>("maximize"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JolSgdMomentumF32, SgdMomentumImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // step scalars
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // count (steps taken)
+                                  .RemainingArgs()               // p, g, momentum_buffer
+                                  .RemainingRets()               // p, momentum_buffer
+                                  .Attr<bool>("decay")
+                                  .Attr<bool>("maximize")
+                                  .Attr<bool>("nesterov"));
+
+// The Python module: one PyCapsule per handler, for jax.ffi.register_ffi_target.
+
+namespace {
+
+PyObject* Capsule(void* fn) { return PyCapsule_New(fn, nullptr, nullptr); }
+
+PyObject* Handlers(PyObject*, PyObject*) {
+  PyObject* d = PyDict_New();
+  if (d == nullptr) return nullptr;
+  const struct {
+    const char* name;
+    void* fn;
+  } table[] = {
+      {"jaxopt_lab_adam_f32", reinterpret_cast<void*>(JolAdamF32)},
+      {"jaxopt_lab_amsgrad_f32", reinterpret_cast<void*>(JolAmsgradF32)},
+      {"jaxopt_lab_sgd_momentum_f32", reinterpret_cast<void*>(JolSgdMomentumF32)},
+  };
+  for (const auto& entry : table) {
+    PyObject* cap = Capsule(entry.fn);
+    if (cap == nullptr || PyDict_SetItemString(d, entry.name, cap) < 0) {
+      Py_XDECREF(cap);
+      Py_DECREF(d);
+      return nullptr;
+    }
+    Py_DECREF(cap);
+  }
+  return d;
+}
+
+PyMethodDef kMethods[] = {
+    {"handlers", Handlers, METH_NOARGS, "{target name: PyCapsule} for jax.ffi.register_ffi_target"},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_native_ext", "jaxopt_lab's one-pass CPU kernels",
+                       -1, kMethods};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__native_ext() { return PyModule_Create(&kModule); }
