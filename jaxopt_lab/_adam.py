@@ -147,11 +147,13 @@ def adam(
         p, exp_avg, exp_avg_sq, max_exp_avg_sq = rule(p, g, *bufs, ctx.scalars, ctx.zero)
         return p, (exp_avg, exp_avg_sq, max_exp_avg_sq)
 
+    target = "jaxopt_lab_amsgrad_f32" if amsgrad else "jaxopt_lab_adam_f32"
+
     def kernel(ps, gs, bufs, ctx: LeafContext):  # the float32 leaves, in one call
         roles = 3 if amsgrad else 2
         columns = [ps, gs, *([b[k] for b in bufs] for k in range(roles))]
         new_p, *new_bufs = _native.one_pass(
-            "jaxopt_lab_amsgrad_f32" if amsgrad else "jaxopt_lab_adam_f32",
+            target,
             native_rule,
             columns,
             outputs=(0, 2, 3, 4) if amsgrad else (0, 2, 3),
@@ -165,7 +167,7 @@ def adam(
         return new_p, list(zip(*new_bufs, strict=True))
 
     def update_leaves(ps, gs, bufs, ctx: LeafContext):
-        return _native.route(ps, gs, bufs, ctx, update_leaf, kernel)
+        return _native.route(ps, gs, bufs, ctx, update_leaf, kernel, target)
 
     name = "adamw" if decoupled_weight_decay else "adam"
     return leafwise(name, init_leaf, update_leaf, scalars, AdamState, update_leaves=update_leaves)

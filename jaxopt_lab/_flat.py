@@ -13,6 +13,11 @@ a pytree shaped like the params (all of :func:`~jaxopt_lab.sgd`, :func:`~jaxopt_
 * :func:`flat` -- one buffer per dtype for the optimizer state of many small leaves: the update
   ravels params and grads, runs one chain of loops instead of one per leaf, and splits the result.
 
+On CPU the one-pass kernels of :mod:`jaxopt_lab._native` (used by default for Adam, AdamW,
+AMSGrad and momentum SGD) supersede ``chunked``: one pass over memory on all cores, where
+``chunked``'s slices run on one thread. ``flat`` still pays off for very many small leaves
+(its one buffer also goes to the kernel).
+
 Both are only for rules that are elementwise (every optimizer in this library); a rule that takes
 a norm over a leaf (LAMB-style) would see slices or the concatenation instead of the leaf.
 """

@@ -1,23 +1,26 @@
-"""One-pass CPU kernels for the large float32 leaves of Adam, AdamW, AMSGrad and momentum SGD.
+"""One-pass CPU kernels for the float32 leaves of Adam, AdamW, AMSGrad and momentum SGD.
 
 XLA:CPU compiles an Adam step into three loops over memory (new ``m``, new ``v``, new ``p``),
-~40 bytes per float32 parameter where one pass moves 28; a momentum step into two. The C++
-handlers in ``csrc/native.cc`` (an XLA FFI custom call, built with the package) make the single
+~40 bytes per float32 parameter where one pass moves 28; a momentum step into two; and it runs
+one set of loops per leaf. The C++ handlers in ``csrc/native.cc`` (XLA FFI custom calls, built
+with the package by ``setup.py``) update all of an optimizer's float32 leaves in one call and one
 pass, with torch's single-tensor arithmetic in the same order and roundings as the pure rules:
-results are bitwise equal to the pure-JAX path (``tests/test_native.py``), hence to torch.
+the results are bitwise equal to the pure-JAX path (``tests/test_native.py``), hence to torch
+(``test_parity.py``'s kernel rows). Large leaves are shared out over XLA's CPU thread pool.
 
-How a leaf is routed (decided at trace time, per leaf):
+Which leaves take the kernel is decided when the update is traced:
 
-* the extension is built, the leaf is float32 and has at least :data:`MIN_SIZE` elements (the
-  size where one pass starts to beat XLA's fused loops, ``experiments/bench_update.py``), and
-  ``JAXOPT_LAB_NATIVE`` is unset or ``auto`` -> the kernel, on CPU;
-* on any other backend (GPU, TPU) the same call lowers to the pure rule
-  (``jax.lax.platform_dependent``); derivatives (``jax.grad``/``jvp`` through an update) always
-  come from the pure rule (``jax.custom_jvp``), so the update stays differentiable;
-* ``JAXOPT_LAB_NATIVE=off`` never uses the kernel, ``=always`` uses it for every float32 leaf.
+* ``JAXOPT_LAB_NATIVE`` unset or ``auto``: float32 leaves of at least :data:`MIN_SIZE` elements
+  (per kernel: 4,096 for Adam, 65,536 for momentum SGD), if the extension is built;
+* ``JAXOPT_LAB_NATIVE=always``: every float32 leaf; ``=off``: none (XLA's loops only).
 
-The kernels update in place: outputs alias the params and state buffers, so with
-``donate_argnums`` no copy is made; without donation XLA copies the inputs first.
+The kernels run on CPU only: lowered for another backend (GPU, TPU) the same call is the pure
+rule (``jax.lax.platform_dependent``). Derivatives (``jax.grad``/``jvp`` through an update)
+always come from the pure rule (``jax.custom_jvp``), so the update stays differentiable; ``vmap``
+runs the kernel once per batch entry. The kernels update in place: results alias the params and
+state buffers, so with ``donate_argnums`` nothing is copied; without donation XLA copies the
+inputs first. ``jax.export`` of an update that contains a kernel needs
+``DisabledSafetyCheck.custom_call`` for its targets (or ``JAXOPT_LAB_NATIVE=off``).
 """
 
 from __future__ import annotations
@@ -35,13 +38,19 @@ try:  # built by setup.py (an optional extension: without a compiler the pure ru
 except ImportError:  # pragma: no cover - depends on the install
     _native_ext = None
 
-MIN_SIZE = 4096
-"""Smallest leaf (in elements) routed to a kernel under ``JAXOPT_LAB_NATIVE=auto``.
+MIN_SIZE = {
+    "jaxopt_lab_adam_f32": 4096,
+    "jaxopt_lab_amsgrad_f32": 4096,
+    "jaxopt_lab_sgd_momentum_f32": 65536,
+}
+"""Per kernel, the smallest leaf (in elements) it takes under ``JAXOPT_LAB_NATIVE=auto``.
 
-Measured with ``experiments/bench_update.py --sizes 4k,16k,64k,256k,1m --impls
-jol_xla,jol_kernel`` (``results/bench_update_threshold.md``): from 4,096 elements up the kernel
-is as fast as XLA's loops or faster (momentum SGD 2.7x at 4k); on the 1,000 leaves of 1,000
-elements a kernel call per leaf is slower for momentum SGD (17.5 vs 14.6 ms).
+Measured by ``experiments/bench_update.py --sizes 1000x1k,4k,16k,64k,256k,1m --impls
+jol_xla,jol_kernel --optimizers momentum,adam,amsgrad --no-rss --out bench_update_threshold``
+(``results/bench_update_threshold.md``): Adam's kernel ties XLA's three loops at 4k elements and
+wins from 16k on (0.054 vs 0.078 ms); momentum SGD's two XLA loops are cheap, so its kernel
+loses at 16k (0.055 vs 0.042 ms) and wins from 64k (0.079 vs 0.117 ms). Below ~16k a step is
+dispatch-bound either way.
 """
 
 ADAM_SCALARS = (
@@ -80,12 +89,12 @@ def available() -> bool:
     return True
 
 
-def use_for(p: jax.Array) -> bool:
-    """Whether the leaf ``p`` goes through a kernel (see the module docstring)."""
+def use_for(p: jax.Array, target: str) -> bool:
+    """Whether the leaf ``p`` goes through the kernel ``target`` (see the module docstring)."""
     m = mode()
     if m == "off" or jnp.dtype(p.dtype) != jnp.float32 or not available():
         return False
-    return m == "always" or p.size >= MIN_SIZE
+    return m == "always" or p.size >= MIN_SIZE[target]
 
 
 def pack(scalars: Mapping[str, jax.Array], names: Sequence[str]) -> jax.Array:
@@ -108,10 +117,11 @@ def route(
     ctx: Any,
     update_leaf: LeafUpdate,
     kernel: KernelUpdate,
+    target: str,
 ) -> tuple[list[jax.Array], list[tuple[Any, ...]]]:
-    """Leaves for which :func:`use_for` holds go to ``kernel`` together, the rest to
+    """Leaves for which ``use_for(p, target)`` holds go to ``kernel`` together, the rest to
     ``update_leaf`` one by one; results come back in the leaves' order."""
-    picked = [i for i, p in enumerate(ps) if use_for(p)]
+    picked = [i for i, p in enumerate(ps) if use_for(p, target)]
     new_ps: list[Any] = [None] * len(ps)
     new_bufs: list[Any] = [None] * len(ps)
     for i in sorted(set(range(len(ps))) - set(picked)):

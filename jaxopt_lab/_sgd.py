@@ -110,9 +110,11 @@ def sgd(
         p, buf = rule(p, g, bufs[0], ctx.scalars, ctx.count, ctx.zero)
         return p, (buf,)
 
+    target = "jaxopt_lab_sgd_momentum_f32"
+
     def kernel(ps, gs, bufs, ctx: LeafContext):  # the float32 leaves, in one call
         new_p, new_buf = _native.one_pass(
-            "jaxopt_lab_sgd_momentum_f32",
+            target,
             native_rule,
             [ps, gs, [b[0] for b in bufs]],
             outputs=(0, 2),
@@ -124,7 +126,7 @@ def sgd(
         return new_p, [(b,) for b in new_buf]
 
     def update_leaves(ps, gs, bufs, ctx: LeafContext):
-        return _native.route(ps, gs, bufs, ctx, update_leaf, kernel)
+        return _native.route(ps, gs, bufs, ctx, update_leaf, kernel, target)
 
     # Plain SGD is one loop in XLA already; the kernel is for momentum's second array.
     many = update_leaves if use_momentum else None
