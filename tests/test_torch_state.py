@@ -282,12 +282,14 @@ DIRECTIONS = {"torch_then_jax": torch_then_jax, "jax_then_torch": jax_then_torch
 # update (RMSprop's momentum: x 1/(1 - mu) = 10 here) and weight decay (lambda * lr << 1). The
 # params then differ by <= n * 2**-23 * 10 * max|u_k|, and with |u_k| <= max|param| (lr <= 0.1,
 # O(1) params) the relative difference per leaf is <= 50 * 10 * 2**-23 ~= 6e-5.
-# Measured (max over rows and directions): 1.35e-7 (RMSprop); 91-100% of the numbers bitwise.
+# Measured (max over rows and directions; experiments/handoff_report.py): 1.35e-7 (RMSprop);
+# 91-100% of the numbers bitwise.
 F32_REL_BOUND = 50 * 10 * 2.0**-23
 #
 # float64: each op rounds with relative error <= 2**-53; a few ULP of difference per step over
 # n steps gives <= 50 * 4 * 2**-52 ~= 4.4e-14. The issue asks for ~1e-12; we assert that.
-# Measured: 7.4e-16 (Adam family, 74-91% bitwise), 1.1e-17 (Adagrad), 0 (SGD, RMSprop). The
+# Measured (experiments/handoff_report.py): 7.0e-16 (Adam family, 74-91% bitwise), 1.1e-17
+# (Adagrad), 0 (SGD, RMSprop). The
 # float64 Adam/Adagrad differences remain with a correctly rounded sqrt patched in: they come
 # from the optimizers' float64 arithmetic vs torch's (outside this module: the float32 hand-off
 # is bitwise), and are reported as a float64 parity gap.
