@@ -152,6 +152,19 @@ void RunBlocks(ffi::ThreadPool& pool, const Leaves<kIn, kOut>& leaves, Fn fn, co
               });
 }
 
+// make.template operator()<flags...>() with runtime bools turned into template arguments: picks
+// the instantiation of a block kernel specialised for this call's options.
+template <bool... kFixed, typename Make>
+auto WithFlags(Make make) {
+  return make.template operator()<kFixed...>();
+}
+
+template <bool... kFixed, typename Make, typename... Rest>
+auto WithFlags(Make make, bool flag, Rest... rest) {
+  return flag ? WithFlags<kFixed..., true>(make, rest...)
+              : WithFlags<kFixed..., false>(make, rest...);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Adam / AdamW / AMSGrad (torch.optim._single_tensor_adam).
 
@@ -200,24 +213,22 @@ using AdamBlockFn = void (*)(const float* const*, float* const*, const AdamScala
                              int64_t);
 
 template <bool kAmsgrad, int64_t kDecayMode>
-AdamBlockFn PickAdam(bool maximize, bool small_weight) {
-  if (maximize) {
-    return small_weight ? AdamBlock<kAmsgrad, kDecayMode, true, true>
-                        : AdamBlock<kAmsgrad, kDecayMode, true, false>;
+struct MakeAdam {
+  template <bool kMaximize, bool kSmallWeight>
+  AdamBlockFn operator()() const {
+    return AdamBlock<kAmsgrad, kDecayMode, kMaximize, kSmallWeight>;
   }
-  return small_weight ? AdamBlock<kAmsgrad, kDecayMode, false, true>
-                      : AdamBlock<kAmsgrad, kDecayMode, false, false>;
-}
+};
 
 template <bool kAmsgrad>
 AdamBlockFn PickAdam(int64_t decay, bool maximize, bool small_weight) {
   switch (decay) {
     case kL2:
-      return PickAdam<kAmsgrad, kL2>(maximize, small_weight);
+      return WithFlags(MakeAdam<kAmsgrad, kL2>{}, maximize, small_weight);
     case kDecoupled:
-      return PickAdam<kAmsgrad, kDecoupled>(maximize, small_weight);
+      return WithFlags(MakeAdam<kAmsgrad, kDecoupled>{}, maximize, small_weight);
     default:
-      return PickAdam<kAmsgrad, kNoDecay>(maximize, small_weight);
+      return WithFlags(MakeAdam<kAmsgrad, kNoDecay>{}, maximize, small_weight);
   }
 }
 
@@ -264,13 +275,12 @@ JOL_CLONES void SgdBlock(const float* const* in, float* const* out, const SgdSca
 using SgdBlockFn = void (*)(const float* const*, float* const*, const SgdScalars&, int64_t,
                             int64_t);
 
-template <bool kDecay, bool kMaximize>
-SgdBlockFn PickSgd(bool nesterov, bool first) {
-  if (nesterov) {
-    return first ? SgdBlock<kDecay, kMaximize, true, true> : SgdBlock<kDecay, kMaximize, true, false>;
+struct MakeSgd {
+  template <bool kDecay, bool kMaximize, bool kNesterov, bool kFirst>
+  SgdBlockFn operator()() const {
+    return SgdBlock<kDecay, kMaximize, kNesterov, kFirst>;
   }
-  return first ? SgdBlock<kDecay, kMaximize, false, true> : SgdBlock<kDecay, kMaximize, false, false>;
-}
+};
 
 ffi::Error SgdMomentumImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
                            ffi::Buffer<ffi::S32> count, ffi::RemainingArgs args,
@@ -280,13 +290,7 @@ ffi::Error SgdMomentumImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
   Leaves<3, 2> leaves;
   if (auto err = Collect(args, rets, &leaves); err.failure()) return err;
   const bool first = count.typed_data()[0] == 0;
-  SgdBlockFn fn;
-  if (decay) {
-    fn = maximize ? PickSgd<true, true>(nesterov, first) : PickSgd<true, false>(nesterov, first);
-  } else {
-    fn = maximize ? PickSgd<false, true>(nesterov, first) : PickSgd<false, false>(nesterov, first);
-  }
-  RunBlocks(pool, leaves, fn, s);
+  RunBlocks(pool, leaves, WithFlags(MakeSgd{}, decay, maximize, nesterov, first), s);
   return ffi::Error::Success();
 }
 
