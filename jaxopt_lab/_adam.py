@@ -136,11 +136,10 @@ def adam(
 
     decay_mode = (2 if decoupled_weight_decay else 1) if use_decay else 0
 
-    def native_rule(*args):  # (*leaf arrays, packed scalars, count), as one_pass passes them
-        *arrays, packed, count = args
-        s = dict(zip(_native.ADAM_SCALARS, packed, strict=True))
+    def native_rule(*args):  # (*leaf arrays, packed scalars, zero), as one_pass passes them
+        *arrays, packed, zero = args
         vmax = arrays[4] if amsgrad else None
-        out = rule(*arrays[:4], vmax, s, K.opaque_zero(count, jnp.float32))
+        out = rule(*arrays[:4], vmax, _native.unpack(packed, _native.ADAM_SCALARS), zero)
         return out if amsgrad else out[:3]
 
     def update_leaf(p, g, bufs, ctx: LeafContext):
@@ -158,7 +157,7 @@ def adam(
             columns,
             outputs=(0, 2, 3, 4) if amsgrad else (0, 2, 3),
             operands=(_native.pack(ctx.scalars, _native.ADAM_SCALARS),),
-            rule_only=(ctx.count,),
+            rule_only=(ctx.zero,),
             decay=decay_mode,
             maximize=maximize,
         )

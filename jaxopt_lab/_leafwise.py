@@ -146,16 +146,13 @@ def leafwise(
             else:
                 columns.append([None] * len(leaves))
         count = jnp.asarray(state.count, jnp.int32)
-        contexts: dict[Any, LeafContext] = {}
 
         def context(md: Any) -> LeafContext:
-            if md not in contexts:
-                values = scalars(ScalarMath(count, wide=md == jnp.float64))
-                rounded = {k: _double.round_to(v, md) for k, v in values.items()}
-                contexts[md] = LeafContext(count, rounded, opaque_zero(count, md))
-            return contexts[md]
+            values = scalars(ScalarMath(count, wide=md == jnp.float64))
+            rounded = {k: _double.round_to(v, md) for k, v in values.items()}
+            return LeafContext(count, rounded, opaque_zero(count, md))
 
-        # Leaves grouped by math dtype, in order; each group shares one context.
+        # Leaves grouped by math dtype, in order; one context (scalars) per group.
         groups: dict[Any, list[int]] = {}
         for i, p in enumerate(leaves):
             groups.setdefault(math_dtype(p.dtype), []).append(i)

@@ -102,6 +102,11 @@ def pack(scalars: Mapping[str, jax.Array], names: Sequence[str]) -> jax.Array:
     return jnp.stack([jnp.asarray(scalars[k], jnp.float32) for k in names])
 
 
+def unpack(packed: jax.Array, names: Sequence[str]) -> dict[str, jax.Array]:
+    """:func:`pack`'s inverse, for the pure rule: ``{name: scalar}``."""
+    return dict(zip(names, packed, strict=True))
+
+
 Rule = Callable[..., tuple[jax.Array, ...]]
 LeafUpdate = Callable[[jax.Array, jax.Array, tuple[Any, ...], Any], tuple[jax.Array, Any]]
 KernelUpdate = Callable[
@@ -121,11 +126,14 @@ def route(
 ) -> tuple[list[jax.Array], list[tuple[Any, ...]]]:
     """Leaves for which ``use_for(p, target)`` holds go to ``kernel`` together, the rest to
     ``update_leaf`` one by one; results come back in the leaves' order."""
-    picked = [i for i, p in enumerate(ps) if use_for(p, target)]
+    picked = []
     new_ps: list[Any] = [None] * len(ps)
     new_bufs: list[Any] = [None] * len(ps)
-    for i in sorted(set(range(len(ps))) - set(picked)):
-        new_ps[i], new_bufs[i] = update_leaf(ps[i], gs[i], bufs[i], ctx)
+    for i, p in enumerate(ps):
+        if use_for(p, target):
+            picked.append(i)
+        else:
+            new_ps[i], new_bufs[i] = update_leaf(p, gs[i], bufs[i], ctx)
     if picked:
         sub = [[xs[i] for i in picked] for xs in (ps, gs, bufs)]
         kernel_ps, kernel_bufs = kernel(*sub, ctx)

@@ -102,9 +102,8 @@ def sgd(
             g = K.add(g, buf, s["momentum"]) if nesterov else buf
         return K.add(p, g, s["neg_lr"]), buf  # param.add_(grad, alpha=-lr)
 
-    def native_rule(p, g, buf, packed, count):  # as _native.one_pass passes them
-        s = dict(zip(_native.SGD_SCALARS, packed, strict=True))
-        return rule(p, g, buf, s, count, K.opaque_zero(count, jnp.float32))
+    def native_rule(p, g, buf, packed, count, zero):  # as _native.one_pass passes them
+        return rule(p, g, buf, _native.unpack(packed, _native.SGD_SCALARS), count, zero)
 
     def update_leaf(p, g, bufs, ctx: LeafContext):
         p, buf = rule(p, g, bufs[0], ctx.scalars, ctx.count, ctx.zero)
@@ -119,6 +118,7 @@ def sgd(
             [ps, gs, [b[0] for b in bufs]],
             outputs=(0, 2),
             operands=(_native.pack(ctx.scalars, _native.SGD_SCALARS), ctx.count),
+            rule_only=(ctx.zero,),
             decay=use_decay,
             maximize=maximize,
             nesterov=nesterov,
