@@ -20,9 +20,12 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
-# torch.optim's default lr per optimizer, except sgd: 0.01 is the tutorial's.
-DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-2, "adagrad": 1e-2}
+from jaxopt_lab import registry
+
+OPTIMIZERS = registry.names(per_step=True)
+# torch.optim's default lr per optimizer (the registry reads the factories), except sgd: 0.01 is
+# the tutorial's.
+DEFAULT_LR = {name: registry.get(name).defaults()["lr"] for name in OPTIMIZERS} | {"sgd": 0.01}
 
 
 class CLIError(Exception):

@@ -34,6 +34,32 @@ from ._rmsprop import RMSpropState as RMSpropState
 from ._rmsprop import rmsprop as rmsprop
 from ._sgd import SGDState as SGDState
 from ._sgd import sgd as sgd
+from ._asgd import ASGDState as ASGDState
+from ._asgd import asgd as asgd
+from ._nadam import NAdamState as NAdamState
+from ._nadam import nadam as nadam
+from ._adafactor import AdafactorState as AdafactorState
+from ._adafactor import adafactor as adafactor
+# exports: nadam, asgd, adafactor
+from ._adadelta import AdadeltaState as AdadeltaState
+from ._adadelta import adadelta as adadelta
+from ._adamax import AdamaxState as AdamaxState
+from ._adamax import adamax as adamax
+from ._radam import RAdamState as RAdamState
+from ._radam import radam as radam
+from ._rprop import RpropState as RpropState
+from ._rprop import rprop as rprop
+# exports: radam, adamax, adadelta, rprop
+from . import swa_utils as swa_utils
+from ._muon import MuonState as MuonState
+from ._muon import muon as muon
+from ._sparse_adam import SparseAdamState as SparseAdamState
+from ._sparse_adam import sparse_adam as sparse_adam
+# exports: sparse_adam, muon, swa_utils
+from ._base import ClosureOptimizer as ClosureOptimizer
+from ._lbfgs import LBFGSState as LBFGSState
+from ._lbfgs import lbfgs as lbfgs
+# exports: lbfgs
 from .checkpoint import Checkpointer as Checkpointer
 from .checkpoint import DataPosition as DataPosition
 from .checkpoint import Restored as Restored
@@ -54,20 +80,30 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "AdadeltaState",
     "AdagradState",
     "AdamState",
+    "AdamaxState",
     "Checkpointer",
+    "ClosureOptimizer",
     "DataPosition",
+    "LBFGSState",
     "LeafContext",
+    "MuonState",
     "Optimizer",
     "ParamGroupsState",
+    "RAdamState",
     "RMSpropState",
     "Restored",
+    "RpropState",
     "SGDState",
     "ScalarMath",
     "Schedule",
+    "SparseAdamState",
+    "adadelta",
     "adagrad",
     "adam",
+    "adamax",
     "adamw",
     "as_optax",
     "check_finite",
@@ -76,13 +112,19 @@ __all__ = [
     "data",
     "flat",
     "from_optax",
+    "lbfgs",
     "leafwise",
     "losses",
     "models",
+    "muon",
     "param_groups",
+    "radam",
     "rmsprop",
+    "rprop",
     "schedules",
     "sgd",
+    "sparse_adam",
+    "swa_utils",
     "torch_state",
     "train",
     "unflatten_state",

@@ -16,6 +16,28 @@ def is_schedule(value: Any) -> bool:
     return callable(value)
 
 
+def is_traced(value: Any) -> bool:
+    """True for a hyper-parameter that is a JAX tracer (``optax.inject_hyperparams``, ``vmap``)."""
+    return isinstance(value, jax.core.Tracer)
+
+
+def is_dynamic(value: Any) -> bool:
+    """True when a hyper-parameter's value is only known at run time: a schedule or a tracer."""
+    return is_schedule(value) or is_traced(value)
+
+
+def may_be_nonzero(value: Any) -> bool:
+    """Whether a hyper-parameter can be non-zero at some step.
+
+    torch decides per step, in Python, whether a term or a state buffer exists
+    (``if momentum != 0``, ``if weight_decay != 0``). Here that decision fixes the state's
+    structure, so it is taken once: a number decides it by its value; a schedule or a traced
+    value (``optax.inject_hyperparams`` passes tracers) may be non-zero, so the buffer is kept
+    and the optimizer selects torch's zero-value arithmetic at run time where that matters.
+    """
+    return is_dynamic(value) or bool(value != 0)
+
+
 def require(ok: bool, message: str, error: type[Exception] = ValueError) -> None:
     """Raise ``error(message)`` unless ``ok``."""
     if not ok:
@@ -27,14 +49,16 @@ def check_number(value: Any, name: str) -> None:
     if is_schedule(value):
         return
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        # 0-d arrays; complex only when traced (inject_hyperparams with complex params)
         if isinstance(value, (jax.Array, np.ndarray)) and np.ndim(value) == 0:
-            return
+            if is_traced(value) or not np.iscomplexobj(value):
+                return
         raise TypeError(f"{name} must be a number or a schedule count -> value, got {value!r}")
 
 
 def check_range(value: Any, ok: Callable[[float], bool], message: str) -> None:
     """torch-style range check (skipped for schedules and tracers); NaN always fails."""
-    if is_schedule(value) or isinstance(value, jax.core.Tracer):
+    if is_dynamic(value):
         return
     v = float(value)
     if math.isnan(v) or not ok(v):
@@ -54,15 +78,27 @@ def _path(path: tuple) -> str:
 
 
 def check_params(params: Any) -> None:
-    """Every leaf must be a floating-point array (torch: only float tensors can require grad)."""
+    """Every leaf must be a real or complex floating-point array (torch: only those can require
+    grad), and there must be one (torch's constructor: "optimizer got an empty parameter list";
+    :func:`~jaxopt_lab.as_optax` accepts empty trees, as optax transformations do)."""
     leaves = jax.tree_util.tree_leaves_with_path(params)
     require(len(leaves) > 0, "optimizer got an empty parameter list")
     for path, leaf in leaves:
         dtype = getattr(leaf, "dtype", None)
-        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        if dtype is None or not jnp.issubdtype(dtype, jnp.inexact):
             raise TypeError(
-                f"params leaf {_path(path)} has dtype {dtype}; only floating-point params can be "
-                "optimized (cast it, or keep it out of the optimized pytree)"
+                f"params leaf {_path(path)} has dtype {dtype}; only floating-point params (real "
+                "or complex) can be optimized (cast it, or keep it out of the optimized pytree)"
+            )
+
+
+def check_real(params: Any, name: str) -> None:
+    """For the optimizers torch rejects complex params for (Adafactor, Muon, SparseAdam)."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        if jnp.issubdtype(leaf.dtype, jnp.complexfloating):
+            raise TypeError(
+                f"{name} does not support complex parameters (params leaf {_path(path)} has "
+                f"dtype {leaf.dtype}), as torch's"
             )
 
 

@@ -19,6 +19,10 @@ torch op                               result
 ``a.div(s)``, ``a.sqrt()``, ``a+s``    one IEEE operation each
 =====================================  ========================================================
 
+On bfloat16/float16 tensors every op computes in float32 and rounds back once; the scalar stays
+float32 except ``alpha`` of ``add`` and ``s`` of ``a + s``, which ATen first rounds to the
+tensor's dtype (measured: ``tests/test_parity.py::test_low_precision_bitwise``).
+
 XLA:CPU contracts ``x + y * z`` into an FMA on its own, so the FMA rows are written as plain
 ``a + s * b``. The opposite -- a product torch rounds *before* adding (``buf.mul_(m).add_(g)``) --
 must not be contracted; :func:`mul` adds a runtime ``-0.0`` (``zero``, opaque to the compiler)
@@ -56,10 +60,18 @@ def _up(*xs: jax.Array) -> list[jax.Array]:
     return [x.astype(math_dtype(x.dtype)) for x in xs]
 
 
+def _storage_scalar(s: jax.Array, dtype: Any) -> jax.Array:
+    """A scalar ATen casts to the tensor's own dtype before its float32 math (``add``'s ``alpha``
+    and ``a + s`` on bfloat16/float16; every other op here keeps the float32 scalar)."""
+    if jnp.dtype(dtype).itemsize < 4:
+        return jnp.asarray(s).astype(dtype).astype(math_dtype(dtype))
+    return s
+
+
 def add(a: jax.Array, b: jax.Array, alpha: jax.Array) -> jax.Array:
     """``a.add(b, alpha=alpha)``: one fused multiply-add."""
     ua, ub = _up(a, b)
-    return (ua + alpha * ub).astype(a.dtype)
+    return (ua + _storage_scalar(alpha, a.dtype) * ub).astype(a.dtype)
 
 
 def mul(a: jax.Array, s: jax.Array, zero: jax.Array) -> jax.Array:
@@ -115,7 +127,7 @@ def div(a: jax.Array, s: jax.Array, zero: jax.Array) -> jax.Array:
 def add_scalar(a: jax.Array, s: jax.Array) -> jax.Array:
     """``a + s`` for a scalar ``s``."""
     (ua,) = _up(a)
-    return (ua + s).astype(a.dtype)
+    return (ua + _storage_scalar(s, a.dtype)).astype(a.dtype)
 
 
 def maximum(a: jax.Array, b: jax.Array) -> jax.Array:

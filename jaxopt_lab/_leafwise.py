@@ -12,6 +12,11 @@ A torch optimizer's ``step()`` loops over parameters and applies the same rule t
 
 and get an :class:`~jaxopt_lab.Optimizer` with validation, schedules, dtype handling and a
 NamedTuple state ``(count, *fields)`` whose fields are pytrees shaped like the params.
+
+Complex leaves (complex64/complex128) reach the rule as torch steps them: as their real view
+(``torch.view_as_real``, a trailing axis of 2), their buffers too, with ``ctx.complex`` set so
+that the ops torch runs on the complex tensors use :mod:`jaxopt_lab._complex`; the buffers stay
+complex in the state. They always take ``update_leaf`` (never ``update_leaves``' kernels).
 """
 
 from __future__ import annotations
@@ -22,9 +27,16 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from . import _double
+from . import _complex, _double
 from ._base import Optimizer, Params, ScalarOrSchedule
-from ._checks import check_buffers, check_grads, check_params, check_state, is_schedule
+from ._checks import (
+    check_buffers,
+    check_grads,
+    check_params,
+    check_real,
+    check_state,
+    is_schedule,
+)
 from ._kernels import math_dtype, opaque_zero
 
 
@@ -35,8 +47,18 @@ class ScalarMath(NamedTuple):
     wide: bool
 
     def resolve(self, value: ScalarOrSchedule) -> _double.Real:
-        """A hyper-parameter's value at this step (schedules are called with ``count``)."""
-        value = value(self.count) if is_schedule(value) else value
+        """A hyper-parameter's value at this step (schedules are called with ``count``).
+
+        A schedule that carries torch's doubles (``double_value(count) -> _double.Pair``, as every
+        :mod:`jaxopt_lab.schedules` schedule does) hands them over exactly in every mode; any
+        other ``count -> value`` callable gives a value in its own dtype.
+        """
+        if is_schedule(value):
+            double_value = getattr(value, "double_value", None)
+            exact = double_value is not None and not self.wide  # float64 holds the double
+            value = double_value(self.count) if exact else value(self.count)
+        if jnp.iscomplexobj(value):  # optax.inject_hyperparams casts to complex params' dtype
+            value = jnp.real(value)
         return _double.lift(value, self.wide, self.count)
 
     @property
@@ -53,11 +75,16 @@ class ScalarMath(NamedTuple):
 
 
 class LeafContext(NamedTuple):
-    """What a per-leaf rule sees besides its arrays."""
+    """What a per-leaf rule sees besides its arrays.
+
+    ``complex``: the arrays are the real views of a complex leaf and its buffers; ops that torch
+    runs on the complex tensors (before its ``view_as_real``) must use :mod:`jaxopt_lab._complex`.
+    """
 
     count: jax.Array
     scalars: Mapping[str, jax.Array]
     zero: jax.Array
+    complex: bool = False
 
 
 InitLeaf = Callable[[jax.Array], Sequence[jax.Array | None]]
@@ -84,6 +111,7 @@ def leafwise(
     state_type: type | None = None,
     fields: Sequence[str] = (),
     update_leaves: UpdateLeaves | None = None,
+    complex_params: bool = True,
 ) -> Optimizer:
     """Turn a per-leaf update rule into an :class:`Optimizer` over any pytree.
 
@@ -97,7 +125,10 @@ def leafwise(
       update_leaves: optional ``(ps, gs, buffers, ctx) -> (new_ps, new_buffers)`` for all the
         leaves that share a math dtype at once (lists, one entry per leaf), to update them in
         one kernel call (:mod:`jaxopt_lab._native`); it must equal ``update_leaf`` leaf by
-        leaf. Default: ``update_leaf`` on each.
+        leaf. Default: ``update_leaf`` on each. Complex leaves never take it.
+      complex_params: whether complex leaves are accepted (stepped on their real view, see the
+        module docstring); ``False`` raises a ``TypeError`` for them, as torch's Adafactor, Muon
+        and SparseAdam do.
 
     Returns:
       An optimizer whose state is ``state_type(count, *fields)``, ``count`` an int32 scalar.
@@ -121,18 +152,41 @@ def leafwise(
 
     many = update_leaves or each
 
-    def init(params: Params) -> Any:
+    def validate(params: Params) -> None:
         check_params(params)
+        if not complex_params:
+            check_real(params, name)
+
+    def init_one(p: jax.Array) -> tuple[Any, ...]:
+        if not jnp.iscomplexobj(p):
+            return tuple(init_leaf(p))
+        return tuple(
+            None if b is None else _complex.view_as_complex(b)
+            for b in init_leaf(_complex.view_as_real(p))
+        )
+
+    def init(params: Params) -> Any:
+        validate(params)
         leaves, treedef = jax.tree_util.tree_flatten(params)
-        per_leaf = [tuple(init_leaf(p)) for p in leaves]
+        per_leaf = [init_one(p) for p in leaves]
         columns = []
         for i, _ in enumerate(field_names):
             col = [bufs[i] for bufs in per_leaf]
             columns.append(None if col[0] is None else jax.tree_util.tree_unflatten(treedef, col))
         return state_type(jnp.zeros((), jnp.int32), *columns)
 
+    def on_complex(ps, gs, bufs, ctx):  # real views in, complex arrays out; pure rule only
+        real = [tuple(None if b is None else _complex.view_as_real(b) for b in bb) for bb in bufs]
+        views = [_complex.view_as_real(x) for x in (*ps, *gs)]
+        new_ps, new_bufs = each(views[: len(ps)], views[len(ps) :], real, ctx)
+        back = [
+            tuple(None if b is None else _complex.view_as_complex(b) for b in bb)
+            for bb in new_bufs
+        ]
+        return [_complex.view_as_complex(p) for p in new_ps], back
+
     def update(params: Params, grads: Any, state: Any) -> tuple[Params, Any]:
-        check_params(params)
+        validate(params)
         check_grads(params, grads)
         check_state(state, state_type, name)
         leaves, treedef = jax.tree_util.tree_flatten(params)
@@ -147,21 +201,24 @@ def leafwise(
                 columns.append([None] * len(leaves))
         count = jnp.asarray(state.count, jnp.int32)
 
-        def context(md: Any) -> LeafContext:
+        def context(md: Any, is_complex: bool) -> LeafContext:
             values = scalars(ScalarMath(count, wide=md == jnp.float64))
             rounded = {k: _double.round_to(v, md) for k, v in values.items()}
-            return LeafContext(count, rounded, opaque_zero(count, md))
+            return LeafContext(count, rounded, opaque_zero(count, md), is_complex)
 
-        # Leaves grouped by math dtype, in order; one context (scalars) per group.
-        groups: dict[Any, list[int]] = {}
+        # Leaves grouped by (math dtype, complex), in order; one context (scalars) per group.
+        groups: dict[tuple[Any, bool], list[int]] = {}
         for i, p in enumerate(leaves):
-            groups.setdefault(math_dtype(p.dtype), []).append(i)
+            is_complex = bool(jnp.iscomplexobj(p))
+            real_dtype = jnp.finfo(p.dtype).dtype  # complex64 -> float32, float32 -> float32
+            groups.setdefault((math_dtype(real_dtype), is_complex), []).append(i)
         new_leaves: list[Any] = [None] * len(leaves)
         new_columns: list[list[Any]] = [[None] * len(leaves) for _ in field_names]
-        for md, idx in groups.items():
+        for (md, is_complex), idx in groups.items():
             ps, gs = [leaves[i] for i in idx], [g_leaves[i] for i in idx]
             bufs = [tuple(col[i] for col in columns) for i in idx]
-            new_ps, new_bufs = many(ps, gs, bufs, context(md))
+            step = on_complex if is_complex else many
+            new_ps, new_bufs = step(ps, gs, bufs, context(md, is_complex))
             for j, i in enumerate(idx):
                 new_leaves[i] = new_ps[j]
                 for col, b in zip(new_columns, new_bufs[j], strict=True):

@@ -5,12 +5,55 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from ._base import Optimizer, Params
 
 
-def as_optax(opt: Optimizer) -> optax.GradientTransformation:
+@jax.tree_util.register_pytree_node_class
+class _Probe:
+    """A one-leaf params tree of a type no state contains, to find the params-shaped subtrees."""
+
+    def __init__(self, leaf: Any) -> None:
+        self.leaf = leaf
+
+    def tree_flatten(self) -> tuple[tuple[Any], None]:
+        return (self.leaf,), None
+
+    @classmethod
+    def tree_unflatten(cls, aux: None, children: tuple[Any]) -> _Probe:
+        del aux
+        return cls(*children)
+
+
+def _is_probe(x: Any) -> bool:
+    return isinstance(x, _Probe)
+
+
+def _init_empty(opt: Optimizer, params: Params) -> Any:
+    """The state ``opt.init`` would give for ``params`` that have no leaves.
+
+    torch refuses an empty parameter list (so does ``opt.init``), but an optax transformation
+    must accept one: ``optax.tree.map_params`` initializes with an empty placeholder tree, and
+    ``optax.partition``/``masked`` hand over empty or fully masked subtrees. The state is built
+    for a one-leaf probe, and each probe-shaped subtree (a buffer shaped like the params) is
+    replaced by the empty params tree itself, which is what a state made for them holds.
+    """
+    empty = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), [])
+    state = opt.init(_Probe(jnp.zeros((1, 1), jnp.float32)))
+    return jax.tree.map(lambda x: empty if _is_probe(x) else x, state, is_leaf=_is_probe)
+
+
+def _advance(state: Any) -> Any:
+    """One step taken on nothing: only a NamedTuple state's int ``count`` moves."""
+    fields = getattr(state, "_fields", ())
+    if "count" in fields and jnp.issubdtype(jnp.result_type(state.count), jnp.integer):
+        return state._replace(count=state.count + 1)
+    return state
+
+
+def as_optax(opt: Optimizer) -> optax.GradientTransformationExtraArgs:
     """Wrap an optimizer as an optax transformation (usable inside ``optax.chain``).
 
     The incoming ``updates`` play the role of gradients (so a preceding
@@ -18,17 +61,40 @@ def as_optax(opt: Optimizer) -> optax.GradientTransformation:
     the returned updates are ``new_params - params``. ``optax.apply_updates`` then gives back
     ``new_params`` bit for bit whenever old and new values are within a factor of two
     (Sterbenz's lemma makes the subtraction exact) -- i.e. in any ordinary step.
+
+    It behaves as optax's own optimizers do: ``update`` accepts and ignores extra keyword
+    arguments (``value=loss``, as ``optax.chain`` and ``nnx.Optimizer.update`` pass them on);
+    empty and fully masked params trees are accepted (``optax.tree.map_params``,
+    ``optax.partition``); and the hyper-parameters may be injected (traced)::
+
+        tx = optax.inject_hyperparams(
+            lambda learning_rate, momentum: jol.as_optax(
+                jol.sgd(lr=learning_rate, momentum=momentum)
+            )
+        )(learning_rate=1e-3, momentum=0.9)
+
+    ``tests/test_optax_contract.py`` runs optax's own optimizer contract on every optimizer.
     """
 
-    def update(updates: Any, state: Any, params: Params | None = None) -> tuple[Any, Any]:
+    def init(params: Params) -> Any:
+        if not jax.tree_util.tree_leaves(params):
+            return _init_empty(opt, params)
+        return opt.init(params)
+
+    def update(
+        updates: Any, state: Any, params: Params | None = None, **extra_args: Any
+    ) -> tuple[Any, Any]:
+        del extra_args  # optax's GradientTransformationExtraArgs protocol: ignore what we need not
         if params is None:
             raise ValueError(
                 "as_optax(...).update needs params: call tx.update(grads, state, params)"
             )
+        if not jax.tree_util.tree_leaves(params):
+            return updates, _advance(state)
         new_params, state = opt.update(params, updates, state)
         return jax.tree.map(lambda new, old: new - old, new_params, params), state
 
-    return optax.GradientTransformation(opt.init, update)
+    return optax.GradientTransformationExtraArgs(init, update)
 
 
 def from_optax(tx: optax.GradientTransformation) -> Optimizer:

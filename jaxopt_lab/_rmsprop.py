@@ -7,9 +7,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from . import _complex as C
 from . import _kernels as K
 from ._base import Optimizer, ScalarOrSchedule
-from ._checks import check_ignored_flags, check_number, check_range, is_schedule
+from ._checks import check_ignored_flags, check_number, check_range, is_dynamic, may_be_nonzero
 from ._leafwise import LeafContext, ScalarMath, leafwise
 
 
@@ -52,10 +53,17 @@ def rmsprop(
       maximize: ascend instead of descend.
       foreach, capturable, differentiable: torch switches, accepted and ignored.
 
+    Complex params: as torch, the weight decay runs on the complex tensors and the rest on
+    their real view (:mod:`jaxopt_lab._complex`).
+
     Differences from torch.optim:
       * None in the arithmetic. optax's ``rmsprop`` puts ``eps`` inside the square root by
         default (``eps_in_sqrt=True``), initializes the accumulator with ``initial_scale`` and
         applies momentum to the already-scaled update: see the README's difference table.
+      * A dynamic ``momentum`` (a schedule, or a traced value as ``optax.inject_hyperparams``
+        passes) always keeps a buffer; at a step where it is 0 the update is torch's
+        ``momentum=0`` step, bit for bit, and the buffer is left as it was. A dynamic
+        ``weight_decay`` of 0 skips the decay term, as torch does.
     """
     check_ignored_flags(foreach, None, capturable, differentiable)
     for name, value in (("lr", lr), ("alpha", alpha), ("eps", eps)):
@@ -67,8 +75,10 @@ def rmsprop(
     check_range(momentum, lambda v: v >= 0.0, f"Invalid momentum value: {momentum}")
     check_range(weight_decay, lambda v: v >= 0.0, f"Invalid weight_decay value: {weight_decay}")
     check_range(alpha, lambda v: v >= 0.0, f"Invalid alpha value: {alpha}")
-    use_momentum = is_schedule(momentum) or momentum > 0
-    use_decay = is_schedule(weight_decay) or weight_decay != 0
+    use_momentum = may_be_nonzero(momentum)  # torch: `if momentum > 0` (checked >= 0 above)
+    use_decay = may_be_nonzero(weight_decay)
+    dynamic_momentum = use_momentum and is_dynamic(momentum)
+    dynamic_decay = use_decay and is_dynamic(weight_decay)
 
     def init_leaf(p: jax.Array) -> tuple[Any, ...]:
         fresh = jnp.zeros_like  # one array per buffer, so the state can be donated
@@ -92,7 +102,13 @@ def rmsprop(
         s = ctx.scalars
         g = -g if maximize else g
         if use_decay:
-            g = K.add(g, p, s["weight_decay"])
+            # grad.add(param, alpha=wd), on the complex tensors for a complex param
+            if ctx.complex:
+                decayed = C.add(g, p, s["weight_decay"], ctx.zero)
+            else:
+                decayed = K.add(g, p, s["weight_decay"])
+            # torch's `if weight_decay != 0`, taken at run time for a dynamic value
+            g = jnp.where(s["weight_decay"] != 0, decayed, g) if dynamic_decay else decayed
         # square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
         square_avg = K.addcmul(K.mul(square_avg, s["alpha"], ctx.zero), g, g, s["one_minus_alpha"])
         if centered:
@@ -102,12 +118,21 @@ def rmsprop(
         else:
             avg = K.sqrt(square_avg)
         avg = K.add_scalar(avg, s["eps"])
-        if use_momentum:
+
+        def with_momentum():
             # buf.mul_(momentum).addcdiv_(grad, avg); param.add_(buf, alpha=-lr)
-            buf = K.addcdiv(K.mul(buf, s["momentum"], ctx.zero), g, avg, s["one"])
-            p = K.add(p, buf, s["neg_lr"])
+            new_buf = K.addcdiv(K.mul(buf, s["momentum"], ctx.zero), g, avg, s["one"])
+            return K.add(p, new_buf, s["neg_lr"]), new_buf
+
+        def without():
+            return K.addcdiv(p, g, avg, s["neg_lr"]), buf  # param.addcdiv_(grad, avg, -lr)
+
+        if dynamic_momentum:
+            # torch's `if momentum > 0`, at run time. A cond, not a select: XLA would hoist the
+            # common `p +` out of a select of the two results and so unfuse add(alpha=-lr).
+            p, buf = jax.lax.cond(s["momentum"] > 0, with_momentum, without)
         else:
-            p = K.addcdiv(p, g, avg, s["neg_lr"])
+            p, buf = with_momentum() if use_momentum else without()
         return p, (square_avg, buf, grad_avg)
 
     return leafwise("rmsprop", init_leaf, update_leaf, scalars, RMSpropState)

@@ -7,10 +7,18 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from . import _complex as C
 from . import _kernels as K
 from . import _native
 from ._base import Optimizer, ScalarOrSchedule
-from ._checks import check_ignored_flags, check_number, check_range, is_schedule, require
+from ._checks import (
+    check_ignored_flags,
+    check_number,
+    check_range,
+    is_dynamic,
+    may_be_nonzero,
+    require,
+)
 from ._leafwise import LeafContext, ScalarMath, leafwise
 
 
@@ -59,11 +67,21 @@ def sgd(
     Returns:
       An :class:`~jaxopt_lab.Optimizer` with :class:`SGDState`.
 
+    Complex params are stepped with torch's complex arithmetic (SGD, unlike Adam, never views
+    them as real; see :mod:`jaxopt_lab._complex`).
+
     Differences from torch.optim:
       * The first step copies the gradient into the buffer (torch's ``momentum_buffer is None``
         case) by testing ``count == 0``, so a zero-initialized buffer in the state is fine.
-      * A scheduled ``momentum`` always keeps a buffer; a NaN hyper-parameter is rejected
-        (torch's SGD lets a NaN ``lr`` through).
+      * A dynamic ``momentum`` -- a schedule, or a traced value as ``optax.inject_hyperparams``
+        passes -- always keeps a buffer (the state's structure cannot depend on a run-time
+        value). At a step where it is 0 the update is torch's ``momentum=0`` step, bit for bit,
+        and the buffer is left as it was, as torch leaves an existing one; but torch creates the
+        buffer (``buf = grad``) at the first step with a non-zero momentum, this at step 0, so a
+        momentum that starts at 0 and later turns non-zero continues from the buffer's zeros
+        (equal values when ``dampening == 0``). A dynamic ``weight_decay`` of 0 likewise skips
+        the decay term as torch does. The Nesterov check needs numbers.
+      * A NaN hyper-parameter is rejected (torch's SGD lets a NaN ``lr`` through).
     """
     check_ignored_flags(foreach, fused, False, differentiable)
     for name, value in (("lr", lr), ("momentum", momentum), ("dampening", dampening)):
@@ -72,13 +90,15 @@ def sgd(
     check_range(lr, lambda v: v >= 0.0, f"Invalid learning rate: {lr}")
     check_range(momentum, lambda v: v >= 0.0, f"Invalid momentum value: {momentum}")
     check_range(weight_decay, lambda v: v >= 0.0, f"Invalid weight_decay value: {weight_decay}")
-    if nesterov and not is_schedule(momentum) and not is_schedule(dampening):
+    if nesterov and not is_dynamic(momentum) and not is_dynamic(dampening):
         require(
             momentum > 0 and dampening == 0,
             "Nesterov momentum requires a momentum and zero dampening",
         )
-    use_momentum = is_schedule(momentum) or momentum != 0
-    use_decay = is_schedule(weight_decay) or weight_decay != 0
+    use_momentum = may_be_nonzero(momentum)
+    use_decay = may_be_nonzero(weight_decay)
+    dynamic_momentum = use_momentum and is_dynamic(momentum)
+    dynamic_decay = use_decay and is_dynamic(weight_decay)
 
     def init_leaf(p: jax.Array) -> tuple[jax.Array | None]:
         return (jnp.zeros_like(p) if use_momentum else None,)
@@ -91,22 +111,35 @@ def sgd(
             "weight_decay": math.resolve(weight_decay),
         }
 
-    def rule(p, g, buf, s, count, zero):
+    def rule(p, g, buf, s, count, zero, is_complex=False):
+        def add(a, b, alpha):  # a.add(b, alpha=alpha): fused for real, not for complex tensors
+            return C.add(a, b, alpha, zero) if is_complex else K.add(a, b, alpha)
+
+        def mul(a, scalar):
+            return C.mul(a, scalar, zero) if is_complex else K.mul(a, scalar, zero)
+
         g = -g if maximize else g
         if use_decay:
-            g = K.add(g, p, s["weight_decay"])  # grad.add(param, alpha=wd)
+            decayed = add(g, p, s["weight_decay"])  # grad.add(param, alpha=wd)
+            # torch's `if weight_decay != 0`, taken at run time for a dynamic value
+            g = jnp.where(s["weight_decay"] != 0, decayed, g) if dynamic_decay else decayed
         if use_momentum:
             # buf.mul_(momentum).add_(grad, alpha=1 - dampening): the product is rounded first.
-            later = K.add(K.mul(buf, s["momentum"], zero), g, s["one_minus_dampening"])
-            buf = jnp.where(count == 0, g, later)  # first step: buf = grad.clone()
-            g = K.add(g, buf, s["momentum"]) if nesterov else buf
-        return K.add(p, g, s["neg_lr"]), buf  # param.add_(grad, alpha=-lr)
+            later = add(mul(buf, s["momentum"]), g, s["one_minus_dampening"])
+            new_buf = jnp.where(count == 0, g, later)  # first step: buf = grad.clone()
+            stepped = add(g, new_buf, s["momentum"]) if nesterov else new_buf
+            if dynamic_momentum:  # torch's `if momentum != 0`, at run time
+                on = s["momentum"] != 0
+                buf, g = jnp.where(on, new_buf, buf), jnp.where(on, stepped, g)
+            else:
+                buf, g = new_buf, stepped
+        return add(p, g, s["neg_lr"]), buf  # param.add_(grad, alpha=-lr)
 
     def native_rule(p, g, buf, packed, count, zero):  # as _native.one_pass passes them
         return rule(p, g, buf, _native.unpack(packed, _native.SGD_SCALARS), count, zero)
 
     def update_leaf(p, g, bufs, ctx: LeafContext):
-        p, buf = rule(p, g, bufs[0], ctx.scalars, ctx.count, ctx.zero)
+        p, buf = rule(p, g, bufs[0], ctx.scalars, ctx.count, ctx.zero, ctx.complex)
         return p, (buf,)
 
     target = "jaxopt_lab_sgd_momentum_f32"
@@ -125,8 +158,26 @@ def sgd(
         )
         return new_p, [(b,) for b in new_buf]
 
-    def update_leaves(ps, gs, bufs, ctx: LeafContext):
+    def routed(ps, gs, bufs, ctx: LeafContext):
         return _native.route(ps, gs, bufs, ctx, update_leaf, kernel, target)
+
+    def pure(ps, gs, bufs, ctx: LeafContext):
+        out = [update_leaf(p, g, b, ctx) for p, g, b in zip(ps, gs, bufs, strict=True)]
+        return [p for p, _ in out], [b for _, b in out]
+
+    def update_leaves(ps, gs, bufs, ctx: LeafContext):
+        if not (dynamic_momentum or dynamic_decay) or not any(
+            _native.use_for(p, target) for p in ps
+        ):
+            return routed(ps, gs, bufs, ctx)
+        # The kernel always takes the momentum (and decay) arithmetic: torch's only while the
+        # dynamic values are non-zero; otherwise the pure rule takes torch's zero-value branch.
+        fits = ctx.scalars["momentum"] != 0
+        if dynamic_decay:
+            fits = fits & (ctx.scalars["weight_decay"] != 0)
+        return jax.lax.cond(
+            fits, lambda: routed(ps, gs, bufs, ctx), lambda: pure(ps, gs, bufs, ctx)
+        )
 
     # Plain SGD is one loop in XLA already; the kernel is for momentum's second array.
     many = update_leaves if use_momentum else None

@@ -53,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxopt_lab import registry
 from jaxopt_lab._base import Optimizer, Params
 from jaxopt_lab.checkpoint import Checkpointer, DataPosition
 from jaxopt_lab.train import TrainState, evaluate, padded_batches, train_step
@@ -63,7 +64,9 @@ IMPLEMENTATIONS = ("jaxopt_lab", "optax", "torch")
 PAIRS = (("jaxopt_lab", "torch"), ("jaxopt_lab", "optax"), ("optax", "torch"))
 """Pairs compared; the key of a pair is ``"a~b"``."""
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+OPTIMIZERS = registry.names(per_step=True)
+"""The algorithms the cross-check can train (``jaxopt_lab.registry``: those that step per gradient
+on any param shape)."""
 
 
 class ConfigError(ValueError):
@@ -73,13 +76,7 @@ class ConfigError(ValueError):
 F64_TOLERANCE = 1e-9
 """Largest relative parameter distance accepted over a float64 run for pairs with the same math."""
 
-_TORCH_CLASSES = {
-    "sgd": "SGD",
-    "adam": "Adam",
-    "adamw": "AdamW",
-    "rmsprop": "RMSprop",
-    "adagrad": "Adagrad",
-}
+_TORCH_CLASSES = {a.name: a.torch_class for a in registry.ALGORITHMS}
 
 
 def pair_key(a: str, b: str) -> str:
@@ -166,7 +163,45 @@ def full_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def optax_equivalent(name: str, lr: Any, kwargs: dict[str, Any]) -> OptaxEquivalent:
+def _betas(kw: dict[str, Any]) -> tuple[Any, Any]:
+    return kw["betas"][0], kw["betas"][1]
+
+
+# The optax counterparts of the algorithms beyond the first five: (lr, torch kwargs) -> (the optax
+# transformation, its source). Their differences from torch are the registry's notes.
+_COUNTERPARTS: dict[str, Callable[[Any, dict[str, Any]], tuple[Any, str]]] = {
+    "nadam": lambda lr, kw: (
+        optax.nadam(lr, *_betas(kw), eps=kw["eps"]),
+        f"optax.nadam(lr, {kw['betas'][0]}, {kw['betas'][1]}, eps={kw['eps']})",
+    ),
+    "radam": lambda lr, kw: (
+        optax.radam(lr, *_betas(kw), eps=kw["eps"]),
+        f"optax.radam(lr, {kw['betas'][0]}, {kw['betas'][1]}, eps={kw['eps']})",
+    ),
+    "adamax": lambda lr, kw: (
+        optax.adamax(lr, *_betas(kw), eps=kw["eps"]),
+        f"optax.adamax(lr, {kw['betas'][0]}, {kw['betas'][1]}, eps={kw['eps']})",
+    ),
+    "adadelta": lambda lr, kw: (
+        optax.adadelta(lr, rho=kw["rho"], eps=kw["eps"]),
+        f"optax.adadelta(lr, rho={kw['rho']}, eps={kw['eps']})",
+    ),
+    "rprop": lambda lr, kw: (
+        optax.rprop(
+            lr,
+            eta_minus=kw["etas"][0],
+            eta_plus=kw["etas"][1],
+            min_step_size=kw["step_sizes"][0],
+            max_step_size=kw["step_sizes"][1],
+        ),
+        f"optax.rprop(lr, eta_minus={kw['etas'][0]}, eta_plus={kw['etas'][1]}, "
+        f"min_step_size={kw['step_sizes'][0]}, max_step_size={kw['step_sizes'][1]})",
+    ),
+    "adafactor": lambda lr, kw: (optax.adafactor(lr), "optax.adafactor(lr)"),
+}
+
+
+def optax_equivalent(name: str, lr: Any, kwargs: dict[str, Any]) -> OptaxEquivalent | None:
     """The optax optimizer matching ``torch.optim.<Name>(lr=lr, **kwargs)`` as closely as optax can.
 
     Mapping and known differences (``maximize`` is ``optax.scale(-1)`` first, and an L2
@@ -200,10 +235,13 @@ def optax_equivalent(name: str, lr: Any, kwargs: dict[str, Any]) -> OptaxEquival
         kwargs: torch.optim keyword arguments (missing ones take torch's defaults).
 
     Returns:
-        The :class:`OptaxEquivalent`.
+        The :class:`OptaxEquivalent`, or None where optax has no counterpart (``registry``).
     """
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    row = registry.get(name)
+    if row.optax is None:
+        return None
     kw = full_kwargs(name, kwargs)
     scheduled = callable(lr)
     pre: list[optax.GradientTransformation] = []
@@ -214,7 +252,10 @@ def optax_equivalent(name: str, lr: Any, kwargs: dict[str, Any]) -> OptaxEquival
         pre.append(optax.scale(-1.0))
         pre_src.append("optax.scale(-1.0)")
     wd = kw.get("weight_decay", 0.0)
-    decoupled = name == "adamw" or (name == "adam" and kw.get("decoupled_weight_decay", False))
+    decoupled = name in ("adamw", "adafactor") or kw.get("decoupled_weight_decay", False)
+    if wd and decoupled and name not in ("adam", "adamw"):
+        exact = False
+        notes.append(f"weight_decay={wd!r} is decoupled in torch; the optax counterpart has none")
     if wd and not decoupled:
         pre.append(optax.add_decayed_weights(wd))
         pre_src.append(f"optax.add_decayed_weights({wd!r})")
@@ -285,7 +326,7 @@ def optax_equivalent(name: str, lr: Any, kwargs: dict[str, Any]) -> OptaxEquival
             )
             if scheduled:
                 exact = False
-    else:  # adagrad
+    elif name == "adagrad":
         lr_decay, iav, eps = kw["lr_decay"], kw["initial_accumulator_value"], kw["eps"]
         if lr_decay:
 
@@ -303,6 +344,11 @@ def optax_equivalent(name: str, lr: Any, kwargs: dict[str, Any]) -> OptaxEquival
         notes.append(
             "eps: optax uses g*rsqrt(s+eps) (inside the root, 0 where s=0), torch g/(sqrt(s)+eps)"
         )
+    else:
+        core, core_src = _COUNTERPARTS[name](lr, kw)
+        core_src = core_src.replace("lr", lr_src, 1)
+        exact = row.optax_exact
+        notes.append(row.optax_differences)
     tx = optax.chain(*pre, core) if pre else core
     expression = f"optax.chain({', '.join([*pre_src, core_src])})" if pre else core_src
     return OptaxEquivalent(tx=tx, expression=expression, exact=exact, notes=tuple(notes))
@@ -599,6 +645,9 @@ class CrossCheckConfig:
             raise ConfigError(
                 f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
             )
+        if registry.get(self.optimizer).optax is None and "optax" in self.compare:
+            # No optax counterpart (optax: none): the run compares jaxopt_lab with torch alone.
+            self.compare = tuple(c for c in self.compare if c != "optax")
         if self.precision not in ("f32", "f64"):
             raise ConfigError(f"precision must be f32 or f64, got {self.precision!r}")
         bad = [c for c in self.compare if c not in IMPLEMENTATIONS[1:]]
@@ -1055,7 +1104,7 @@ def _summary(
     first: dict[str, float],
     warmup: dict[str, float],
     warmup_steps: int,
-    equivalent: OptaxEquivalent,
+    equivalent: OptaxEquivalent | None,
 ) -> dict[str, Any]:
     steps = len(rows)
     all_keys = [pair_key(*p) for p in PAIRS]
@@ -1063,7 +1112,7 @@ def _summary(
     f64 = config.precision == "f64"
 
     def expected_exact(a: str, b: str) -> bool:
-        return "optax" not in (a, b) or equivalent.exact
+        return "optax" not in (a, b) or (equivalent is not None and equivalent.exact)
 
     within = {
         pair_key(a, b): (max_param[pair_key(a, b)] <= F64_TOLERANCE)
@@ -1103,11 +1152,15 @@ def _summary(
         "tolerance": F64_TOLERANCE if f64 else None,
         "within_tolerance": within,
         "agree": all(within.values()) if within else None,
-        "optax_equivalent": {
-            "expression": equivalent.expression,
-            "exact": equivalent.exact,
-            "notes": list(equivalent.notes),
-        },
+        "optax_equivalent": (
+            {
+                "expression": equivalent.expression,
+                "exact": equivalent.exact,
+                "notes": list(equivalent.notes),
+            }
+            if equivalent is not None
+            else {"expression": "none", "exact": False, "notes": ["optax has no counterpart"]}
+        ),
         "wall_time_s": {i: wall.get(i) for i in IMPLEMENTATIONS},
         "first_step_s": {i: first.get(i) for i in IMPLEMENTATIONS},
         "steps_per_s": {

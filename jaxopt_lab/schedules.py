@@ -43,7 +43,12 @@ entries), MultiStepLR (one entry per milestone), OneCycleLR (``total_steps + 1``
 CosineAnnealingWarmRestarts with ``T_mult=1`` (one period of ``T_0``).
 
 Precision: values are float64 when ``jax_enable_x64`` is on, else float32 (the working dtype is
-read at call time); in float32 the table entries are torch's doubles correctly rounded.
+read at call time); in float32 the table entries are torch's doubles correctly rounded. The
+optimizers do not read that float32 value: they call ``schedule.double_value(count)``, which gives
+torch's double as a pair of float32 numbers (``hi + lo``, ~48 bits), so that their per-step scalars
+(``lr / bias_correction1``, ``lr / (1 + (t - 1) * lr_decay)``, ...) are computed from torch's double
+lr in every mode, exactly as with a constant lr. Past the horizon the pair is the graph's value
+with a zero remainder.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from ._double import Pair
 
 __all__ = [
     "DEFAULT_HORIZON",
@@ -150,12 +157,16 @@ def _check_positive_int(name: str, value: Any) -> None:
 
 
 class _Table:
-    """torch's values as float64 and, rounded once, float32 (beyond its range: +-inf)."""
+    """torch's values as float64 and, rounded once, float32 (beyond its range: +-inf), with the
+    float32 rounding of each remainder (``f32 + lo`` carries ~48 bits of the double; a
+    :class:`~jaxopt_lab._double.Pair` per entry)."""
 
     def __init__(self, values: Sequence[float]) -> None:
         self.f64 = np.asarray(values, np.float64)
-        with np.errstate(over="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):
             self.f32 = self.f64.astype(np.float32)
+            rest = self.f64 - self.f32.astype(np.float64)
+            self.lo = np.where(np.isfinite(rest), rest, 0.0).astype(np.float32)
 
     def __len__(self) -> int:
         return len(self.f64)
@@ -166,6 +177,16 @@ class _Table:
     def constant(self) -> jax.Array:
         """The table in the working dtype, as a constant of the graph being traced."""
         return jnp.asarray(self.f64 if _float_dtype() == np.float64 else self.f32)
+
+    def pair(self, index: Any) -> Pair:
+        """Entry ``index`` as a float32 pair, in any mode."""
+        return Pair(jnp.asarray(self.f32)[index], jnp.asarray(self.lo)[index])
+
+
+def _f32_pair(value: Any) -> Pair:
+    """A traced value with no double behind it (computed in the graph) as a pair ``(v, 0)``."""
+    hi = jnp.asarray(value).astype(jnp.float32)
+    return Pair(hi, jnp.zeros_like(hi))
 
 
 def _fmt(name: str, *args: Any, **kwargs: Any) -> str:
@@ -198,6 +219,7 @@ class LRSchedule:
         "_jitted",
         "_lookup",
         "_max_count",
+        "_pair",
         "_rebuild",
         "_reset",
         "_restartable",
@@ -221,11 +243,13 @@ class LRSchedule:
         rebuild: Callable[[float], LRSchedule] | None = None,
         restartable: bool = True,
         max_count: tuple[int, str] | None = None,
+        pair: Callable[[jax.Array], Pair] | None = None,
     ) -> None:
         self.name = name
         self.base_lr = base_lr
-        # The value at a traced int32 count.
+        # The value at a traced int32 count, in the working dtype and as torch's double (a Pair).
         self._graph = graph
+        self._pair = pair
         self._jitted: Callable[[jax.Array], jax.Array] | None = None
         # The table entry for a concrete count, or None past the table.
         self._lookup = lookup
@@ -260,8 +284,36 @@ class LRSchedule:
             self._jitted = jax.jit(self)
         return self._jitted(count)
 
+    def double_value(self, count: Any) -> Pair:
+        """torch's double at ``count`` as a float32 :class:`~jaxopt_lab._double.Pair`.
+
+        This is what the optimizers read (``ScalarMath.resolve``) when float64 is off, so that
+        their double-precision scalar arithmetic (``lr / bias_correction1``, ...) starts from
+        torch's double lr, not from its float32 rounding. Exact (to ~48 bits) for every count
+        in the table; past it, where the value is computed in the graph, the pair is the
+        working-dtype value with a zero remainder.
+        """
+        count = _as_count(count)
+        if not isinstance(count, jax.core.Tracer):
+            c = int(count)
+            if self._max_count is not None and c > self._max_count[0]:
+                raise ValueError(self._max_count[1].format(c))
+            value = self._lookup(c)
+            if value is not None:
+                return Pair.of(value)
+        if self._pair is not None:
+            return self._pair(count)
+        return _f32_pair(self(count))
+
     def __repr__(self) -> str:
         return self.name
+
+
+def _double_value(schedule: Any, count: jax.Array) -> Pair:
+    """A wrapped schedule's pair (any ``count -> value`` callable: its value, remainder 0)."""
+    if isinstance(schedule, LRSchedule):
+        return schedule.double_value(count)
+    return _f32_pair(schedule(count))
 
 
 def _tabled(
@@ -299,7 +351,16 @@ def _tabled(
             return lax.cond(count < size, lambda: value, lambda: tail(count))
         return jnp.where(count < size, value, tail(count))
 
-    return LRSchedule(name, graph, lookup=lookup, first=table[0], **attrs)
+    def pair(count: jax.Array) -> Pair:
+        value = table.pair(index(count))
+        if tail is None:
+            return value
+        if loop:
+            return lax.cond(count < size, lambda: value, lambda: _f32_pair(tail(count)))
+        past = _f32_pair(tail(count))
+        return Pair(*(jnp.where(count < size, v, t) for v, t in zip(value, past, strict=True)))
+
+    return LRSchedule(name, graph, lookup=lookup, first=table[0], pair=pair, **attrs)
 
 
 def _lookup(schedule: Any, c: int) -> float | None:
@@ -726,9 +787,8 @@ def multistep_lr(lr: float, milestones: Sequence[int], gamma: float = 0.1) -> LR
             values.append(step(m, values[-1]))
         table = _Table(values)
 
-        def graph(count: jax.Array) -> jax.Array:
-            index = jnp.searchsorted(jnp.asarray(starts, jnp.int32), count, side="right")
-            return table.constant()[index]
+        def index(count: jax.Array) -> jax.Array:
+            return jnp.searchsorted(jnp.asarray(starts, jnp.int32), count, side="right")
 
         def lookup(c: int) -> float:
             return table[bisect.bisect_right(starts, c)]
@@ -736,8 +796,9 @@ def multistep_lr(lr: float, milestones: Sequence[int], gamma: float = 0.1) -> LR
         milestones_sorted = sorted(counts.elements())
         return LRSchedule(
             _fmt("multistep_lr", lr, milestones, gamma=gamma),
-            graph,
+            lambda count: table.constant()[index(count)],
             lookup=lookup,
+            pair=lambda count: table.pair(index(count)),
             base_lr=lr,
             step=step,
             settles_at=max(hits, default=0),
@@ -1359,10 +1420,16 @@ def sequential_lr(schedules: Sequence[LRSchedule], milestones: Sequence[int]) ->
                     schedule = schedule._rebuild(restart)
         segments.append((start, schedule))
 
+    def index(count: jax.Array) -> jax.Array:
+        return jnp.searchsorted(jnp.asarray(milestones, jnp.int32), count, side="right")
+
     def graph(count: jax.Array) -> jax.Array:
-        index = jnp.searchsorted(jnp.asarray(milestones, jnp.int32), count, side="right")
         branches = [lambda c, s=s, st=st: s(c - st) for st, s in segments]
-        return lax.switch(index, branches, count)
+        return lax.switch(index(count), branches, count)
+
+    def pair(count: jax.Array) -> Pair:
+        branches = [lambda c, s=s, st=st: s.double_value(c - st) for st, s in segments]
+        return lax.switch(index(count), branches, count)
 
     def lookup(c: int) -> float | None:
         start, schedule = segments[bisect.bisect_right(milestones, c)]
@@ -1373,6 +1440,7 @@ def sequential_lr(schedules: Sequence[LRSchedule], milestones: Sequence[int]) ->
         graph,
         lookup=lookup,
         base_lr=schedules[0].base_lr,
+        pair=pair,
     )
 
 
@@ -1402,6 +1470,7 @@ def per_epoch(schedule: Callable[[Any], Any], steps_per_epoch: int) -> LRSchedul
         graph,
         lookup=lookup,
         base_lr=getattr(schedule, "base_lr", None),
+        pair=lambda count: _double_value(schedule, count // steps_per_epoch),
     )
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import jax
+import ml_dtypes
 import numpy as np
 
 SHAPES = [(37, 11), (101,), (), (3, 4, 5)]
@@ -17,9 +18,20 @@ def init_params(dtype: Any, seed: int = 0) -> list[np.ndarray]:
     return [np.asarray(rng.normal(size=s), dtype) for s in SHAPES]
 
 
-def grad_stream(steps: int, dtype: Any, seed: int = 1) -> Iterator[list[np.ndarray]]:
-    """Deliberately ill-scaled gradients: magnitudes 1e-3..1e3, random signs, 10% zeros,
-    and every 17th step all-zero."""
+STREAMS = ("ill-scaled", "special")
+
+
+def grad_stream(
+    steps: int, dtype: Any, seed: int = 1, kind: str = "ill-scaled"
+) -> Iterator[list[np.ndarray]]:
+    """Gradients for the parity runs.
+
+    ``"ill-scaled"``: magnitudes 1e-3..1e3, random signs, 10% zeros, and every 17th step all-zero.
+    ``"special"``: the same, with IEEE special values mixed in at fixed rates per element and
+    step: 6% signed zeros (``-0.0`` and ``+0.0``), 0.3% ``+-inf`` and 0.3% NaN (which then spread
+    through the state, as in torch). No subnormals: XLA:CPU flushes them (see
+    ``test_parity.py::test_subnormals_are_flushed``), torch does not.
+    """
     rng = np.random.default_rng(seed)
     for t in range(steps):
         grads = []
@@ -28,8 +40,31 @@ def grad_stream(steps: int, dtype: Any, seed: int = 1) -> Iterator[list[np.ndarr
             sign = rng.choice([-1.0, 1.0], size=s)
             keep = rng.uniform(size=s) > 0.1
             g = np.where(keep, mag * sign, 0.0) if t % 17 != 16 else np.zeros(s)
+            if kind == "special":
+                u = rng.uniform(size=s)
+                g = np.where(u < 0.06, sign * 0.0, g)
+                g = np.where((u >= 0.06) & (u < 0.063), sign * np.inf, g)
+                g = np.where((u >= 0.063) & (u < 0.066), np.nan, g)
             grads.append(np.asarray(g, dtype))
         yield grads
+
+
+def to_torch(a: np.ndarray) -> Any:
+    """A torch tensor with ``a``'s dtype and bits (bfloat16 through float32, exactly)."""
+    import torch
+
+    if a.dtype == ml_dtypes.bfloat16:
+        return torch.from_numpy(np.asarray(a, np.float32)).to(torch.bfloat16)
+    return torch.from_numpy(np.array(a))
+
+
+def from_torch(t: Any) -> np.ndarray:
+    import torch
+
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        return t.float().numpy().astype(ml_dtypes.bfloat16)
+    return t.numpy().copy()
 
 
 def ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -52,6 +87,15 @@ def bitwise_equal(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(a).view(itype) == np.asarray(b).view(itype)
 
 
+def bitwise_equal_or_both_nan(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bit for bit, except that any two NaNs match: a NaN's sign and payload depend on operand
+    order inside each library's kernels (x86 returns the first NaN operand), not on the math."""
+    a, b = np.asarray(a), np.asarray(b)
+    nan_a = np.isnan(a.astype(np.float32) if a.dtype.itemsize == 2 else a)
+    nan_b = np.isnan(b.astype(np.float32) if b.dtype.itemsize == 2 else b)
+    return np.where(nan_a | nan_b, nan_a & nan_b, bitwise_equal(a, b))
+
+
 @contextlib.contextmanager
 def correctly_rounded_torch_sqrt() -> Iterator[None]:
     """Patch torch's ``Tensor.sqrt``/``sqrt_`` with a correctly rounded one (NumPy's).
@@ -65,6 +109,8 @@ def correctly_rounded_torch_sqrt() -> Iterator[None]:
     orig, orig_ = torch.Tensor.sqrt, torch.Tensor.sqrt_
 
     def sqrt(t: Any) -> Any:
+        if t.dtype in (torch.bfloat16, torch.float16):  # ATen: float32 opmath, rounded back
+            return torch.from_numpy(np.asarray(np.sqrt(t.detach().float().numpy()))).to(t.dtype)
         return torch.from_numpy(np.asarray(np.sqrt(t.detach().numpy())))
 
     def sqrt_(t: Any) -> Any:
@@ -78,34 +124,36 @@ def correctly_rounded_torch_sqrt() -> Iterator[None]:
         torch.Tensor.sqrt, torch.Tensor.sqrt_ = orig, orig_
 
 
-def torch_trajectory(case: Any, dtype: Any, steps: int, foreach: bool) -> list[dict[str, list]]:
+def torch_trajectory(
+    case: Any, dtype: Any, steps: int, foreach: bool, stream: str = "ill-scaled"
+) -> list[dict[str, list]]:
     """Params and state after every step of the torch optimizer (``case.make_torch``)."""
-    import torch
-
-    params = [torch.tensor(p, requires_grad=True) for p in init_params(dtype)]
+    params = [to_torch(p).requires_grad_(True) for p in init_params(dtype)]
     opt, sched = case.make_torch(params, foreach)
     out = []
-    for grads in grad_stream(steps, dtype):
+    for grads in grad_stream(steps, dtype, kind=stream):
         for p, g in zip(params, grads, strict=True):
-            p.grad = torch.from_numpy(g)
+            p.grad = to_torch(g)
         opt.step()
         if sched is not None:
             sched.step()
-        record = {"params": [p.detach().numpy().copy() for p in params]}
+        record = {"params": [from_torch(p) for p in params]}
         for field in _fields(case):
-            record[field] = [opt.state[p][field].detach().numpy().copy() for p in params]
+            record[field] = [from_torch(opt.state[p][field]) for p in params]
         out.append(record)
     return out
 
 
-def jax_trajectory(case: Any, dtype: Any, steps: int) -> list[dict[str, list]]:
+def jax_trajectory(
+    case: Any, dtype: Any, steps: int, stream: str = "ill-scaled"
+) -> list[dict[str, list]]:
     """The same for jaxopt_lab, one jitted (donated) update per step."""
     opt = case.make()
     params = [jax.numpy.asarray(p) for p in init_params(dtype)]
     state = opt.init(params)
     update = jax.jit(opt.update, donate_argnums=(0, 2))
     out = []
-    for grads in grad_stream(steps, dtype):
+    for grads in grad_stream(steps, dtype, kind=stream):
         params, state = update(params, [jax.numpy.asarray(g) for g in grads], state)
         record = {"params": [np.asarray(p) for p in params]}
         for field in _fields(case):
@@ -115,17 +163,8 @@ def jax_trajectory(case: Any, dtype: Any, steps: int) -> list[dict[str, list]]:
 
 
 def _fields(case: Any) -> list[str]:
-    from cases import STATE_FIELDS
+    """The state fields this configuration keeps (not ``None``): each is a torch state key."""
+    import jax.numpy as jnp
 
-    fields = STATE_FIELDS[case.algo]
-    kw = case.kwargs
-    keep = []
-    for f in fields:
-        if f == "momentum_buffer" and kw.get("momentum", 0) == 0:
-            continue
-        if f == "max_exp_avg_sq" and not kw.get("amsgrad", False):
-            continue
-        if f == "grad_avg" and not kw.get("centered", False):
-            continue
-        keep.append(f)
-    return keep
+    state = case.make().init([jnp.zeros(s, jnp.float32) for s in SHAPES])
+    return [f for f in state._fields[1:] if getattr(state, f) is not None]

@@ -8,18 +8,38 @@ steps). Everything a resume needs is in :class:`RunState` plus the RNG key and t
 
 Imported by the test (the uninterrupted reference run), and run as a script by the kill test::
 
-    python tests/_resume_worker.py DIR TOTAL_STEPS [OPTIMIZER]
+    python tests/_resume_worker.py DIR TOTAL_STEPS [OPTIMIZER] [--hold K PHASE]
 
 which resumes from DIR's latest checkpoint if there is one, trains to TOTAL_STEPS and saves after
 every step, printing ``saving K`` before and ``saved K`` after each save (K = steps taken).
+
+``--hold K PHASE`` stops the run at a chosen point of step K's save, prints ``holding K PHASE``
+and blocks until it is killed, so that the test kills it at a known point rather than after a
+guessed delay (PHASE is one of :data:`PHASES`):
+
+- ``before-save``: step K is trained, its save has not started;
+- ``mid-save``: inside orbax's save of step K, once ``K.orbax-checkpoint-tmp*`` is complete
+  (arrays, manifest, orbax metadata and ``commit_success.txt`` written) and is about to be renamed
+  to ``K`` (the rename is the commit);
+- ``mid-delete``: step K is committed, and orbax's ``max_to_keep`` clean-up has removed the first
+  file of an older step's directory (the directory and the rest of its files are still there);
+- ``after-save``: ``ckpt.save(K, ...)`` has returned (``saved K`` printed).
+
+The two orbax hook points are private orbax functions wrapped in this process only; if a hold
+point is not reached during step K's save (orbax changed its internals), the worker exits with
+status 3 and says so on stderr instead of running on.
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
+import os
 import sys
+import threading
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple, NoReturn
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +52,7 @@ N_EXAMPLES, BATCH = 24, 8
 BATCHES_PER_EPOCH = N_EXAMPLES // BATCH
 SHUFFLE_SEED = 1234
 KEEP = 2  # max_to_keep of the worker's checkpointer
+PHASES = ("before-save", "mid-save", "mid-delete", "after-save")
 
 OPTIMIZERS: dict[str, Callable[[], jol.Optimizer]] = {
     "adam": lambda: jol.adam(lr=1e-2, weight_decay=1e-3, amsgrad=True),
@@ -145,8 +166,77 @@ def configure_jax() -> None:
     jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
-def main(directory: str, total_steps: int, optimizer: str = "adam") -> None:
+class Hold(NamedTuple):
+    """Where to stop: step ``step``'s save, at ``phase`` (one of :data:`PHASES`)."""
+
+    step: int
+    phase: str
+
+
+_HELD = threading.Lock()  # taken by the first thread to hold, never released
+
+
+def hold_here(at: Hold) -> NoReturn:
+    """Reports the hold point on stdout (once), then blocks every caller until killed.
+
+    Several threads may get here (orbax's parallel deleter unlinks from a thread pool); only the
+    first prints, the others block on the lock.
+    """
+    _HELD.acquire()
+    print(f"holding {at.step} {at.phase}", flush=True)
+    while True:
+        threading.Event().wait()
+
+
+def install_orbax_hooks(directory: Path, at: Hold, saving: list[int | None]) -> None:
+    """Makes orbax hold at ``at`` (mid-save or mid-delete of step ``saving[0] == at.step``).
+
+    mid-save: orbax commits a step by renaming its complete temporary directory to ``<step>``
+    (``AtomicRenameTemporaryPath.finalize`` -> ``async_path.rename``); we hold before that rename.
+    mid-delete: after the commit, ``CheckpointManager._finalize`` removes the steps beyond
+    ``max_to_keep`` with ``StandardCheckpointDeleter.delete(step)``, which unlinks the step's files
+    one by one (``shutil.rmtree`` or orbax's parallel deleter, both through ``os.unlink``); we hold
+    right after the first file of an old step is unlinked.
+    """
+    from orbax.checkpoint._src.path import async_path, deleter
+
+    if at.phase == "mid-save":
+        rename = async_path.rename
+        final = directory / str(at.step)
+
+        async def rename_or_hold(src: Any, dst: Any) -> Any:
+            if saving[0] == at.step and Path(dst) == final:
+                hold_here(at)
+            return await rename(src, dst)
+
+        async_path.rename = rename_or_hold
+    elif at.phase == "mid-delete":
+        delete, unlink = deleter.StandardCheckpointDeleter.delete, os.unlink
+        deleting = threading.Event()
+
+        def delete_marked(self: Any, step: int) -> None:
+            if saving[0] == at.step:
+                print(f"deleting step {step}", file=sys.stderr, flush=True)
+                deleting.set()
+            try:
+                delete(self, step)
+            finally:
+                deleting.clear()
+
+        def unlink_then_hold(path: Any, *, dir_fd: int | None = None) -> None:
+            unlink(path, dir_fd=dir_fd)
+            if deleting.is_set():
+                hold_here(at)
+
+        deleter.StandardCheckpointDeleter.delete = delete_marked
+        os.unlink = unlink_then_hold
+
+
+def main(directory: str, total_steps: int, optimizer: str = "adam", at: Hold | None = None) -> None:
     configure_jax()
+    saving: list[int | None] = [None]  # the step being saved, read by the orbax hooks
+    if at is not None:
+        install_orbax_hooks(Path(directory).absolute(), at, saving)
     ckpt = Checkpointer(directory, max_to_keep=KEEP)
     start = init(optimizer)
     if ckpt.latest_step() is not None:
@@ -156,14 +246,40 @@ def main(directory: str, total_steps: int, optimizer: str = "adam") -> None:
 
     def save(state: RunState, key: jax.Array, pos: DataPosition) -> None:
         k = int(state.step)
+        holding = at is not None and at.step == k
+        if holding and at.phase == "before-save":
+            hold_here(at)
         print(f"saving {k}", flush=True)
+        saving[0] = k
         ckpt.save(k, state, rng=key, data=pos, extras=extras(optimizer))
+        saving[0] = None
         print(f"saved {k}", flush=True)
+        if holding and at.phase == "after-save":
+            hold_here(at)
+        if holding:
+            print(f"hold point {at} was never reached (orbax internals changed?)", file=sys.stderr)
+            sys.exit(3)
 
     train(total_steps, start, optimizer, on_step=save)
     ckpt.close()
     print("done", flush=True)
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("directory")
+    parser.add_argument("total_steps", type=int)
+    parser.add_argument("optimizer", nargs="?", default="adam", choices=sorted(OPTIMIZERS))
+    parser.add_argument("--hold", nargs=2, metavar=("K", "PHASE"), help=f"PHASE in {PHASES}")
+    args = parser.parse_args(argv)
+    if args.hold is not None:
+        step, phase = args.hold
+        if not step.isdigit() or phase not in PHASES:
+            parser.error(f"--hold wants a step and one of {PHASES}, got {args.hold}")
+        args.hold = Hold(int(step), phase)
+    return args
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:])
+    a = parse_args(sys.argv[1:])
+    main(a.directory, a.total_steps, a.optimizer, a.hold)

@@ -11,6 +11,7 @@ import hashlib
 import os
 import random
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -28,9 +29,10 @@ import jaxopt_lab as jol
 from jaxopt_lab.checkpoint import Checkpointer, DataPosition
 
 REPO = Path(__file__).resolve().parents[1]
-KILL_TRIALS = 3  # chained: kill, resume and kill again, ..., then one run to the end
+KILL_SEED = 20261123  # picks the kill steps and the order of the phases
 KILL_TOTAL_STEPS = 12
 KILL_OPTIMIZER = "sgd"  # Nesterov momentum; its trace is 5x cheaper than amsgrad Adam's per worker
+WORKER_TIMEOUT_S = 300.0  # only bounds a hung worker (each takes ~3 s idle); nothing sleeps
 
 
 def _bytes(x: Any) -> tuple[str, tuple[int, ...], bytes]:
@@ -330,43 +332,124 @@ def _worker_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _start_worker(directory: Path, tmp_path: Path, log: Path) -> subprocess.Popen[str]:
-    with log.open("w") as stderr:  # the child keeps its own descriptor
-        return subprocess.Popen(
-            [
-                sys.executable,
-                str(Path(__file__).with_name("_resume_worker.py")),
-                str(directory),
-                str(KILL_TOTAL_STEPS),
-                KILL_OPTIMIZER,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            cwd=REPO,
-            env=_worker_env(tmp_path),
-        )
+class _Worker:
+    """``_resume_worker.py`` as a child process: stdout read line by line, stderr kept in a log.
+
+    A context manager: leaving it kills the worker if it still runs, closes its stdout pipe and
+    reaps it, on every path (a failed assertion included), so nothing leaks into the next test.
+    """
+
+    def __init__(self, directory: Path, tmp_path: Path, name: str, at: worker.Hold | None) -> None:
+        self.log = tmp_path / f"{name}.log"
+        hold = [] if at is None else ["--hold", str(at.step), at.phase]
+        script = Path(__file__).with_name("_resume_worker.py")
+        argv = [str(script), str(directory), str(KILL_TOTAL_STEPS), KILL_OPTIMIZER, *hold]
+        with self.log.open("wb") as stderr:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, *argv],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                bufsize=0,  # unbuffered: select() on the pipe sees every byte the worker wrote
+                cwd=REPO,
+                env=_worker_env(tmp_path),
+            )
+        self.lines: list[str] = []
+        self._partial = b""
+
+    def __enter__(self) -> _Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.__exit__(*exc)  # closes the stdout pipe, waits for the process
+
+    def read_until(self, line: str) -> list[str]:
+        """Reads stdout up to ``line``; returns the lines before it (since the last call).
+
+        Fails, with the worker's stderr, if the worker ends first or prints nothing for
+        ``WORKER_TIMEOUT_S`` (then it is killed).
+        """
+        assert self.proc.stdout is not None
+        fd, first = self.proc.stdout.fileno(), len(self.lines)
+        deadline = time.monotonic() + WORKER_TIMEOUT_S
+        while True:
+            while b"\n" in self._partial:
+                got, self._partial = self._partial.split(b"\n", 1)
+                self.lines.append(got.decode().strip())
+                if self.lines[-1] == line:
+                    return self.lines[first:-1]
+            left = deadline - time.monotonic()
+            ready = left > 0 and bool(select.select([fd], [], [], left)[0])
+            chunk = os.read(fd, 1 << 16) if ready else None  # b"": end of file, the worker ended
+            if chunk:
+                self._partial += chunk
+                continue
+            if chunk is None:
+                self.proc.kill()
+            rc = self.proc.wait()
+            why = (
+                f"printed no {line!r} within {WORKER_TIMEOUT_S:.0f} s, killed"
+                if chunk is None
+                else f"ended (rc={rc}) before printing {line!r}"
+            )
+            raise AssertionError(
+                f"worker {why}; its stdout: {[*self.lines, self._partial.decode()]}; "
+                f"the end of its stderr ({self.log}):\n{self.log.read_text()[-6000:]}"
+            )
+
+    def kill(self) -> None:
+        self.proc.kill()
+        assert self.proc.wait() == -signal.SIGKILL, f"the worker ended on its own; see {self.log}"
 
 
-def _read_until(proc: subprocess.Popen[str], line: str, log: Path) -> None:
-    assert proc.stdout is not None
-    for got in proc.stdout:
-        if got.strip() == line:
-            return
-    proc.wait()
-    raise AssertionError(f"worker ended (rc={proc.returncode}) before {line!r}:\n{log.read_text()}")
+def _kill_plan(seed: int) -> list[worker.Hold]:
+    """One kill per phase of :data:`_resume_worker.PHASES`, in a seeded order at seeded steps.
+
+    Steps are increasing and above ``KEEP``, so every kill step's save has an older step to delete.
+    """
+    rng = random.Random(seed)
+    phases = rng.sample(worker.PHASES, len(worker.PHASES))
+    steps = sorted(rng.sample(range(worker.KEEP + 1, KILL_TOTAL_STEPS), len(phases)))
+    return [worker.Hold(k, phase) for k, phase in zip(steps, phases, strict=True)]
+
+
+def _tmp_dirs(directory: Path, step: int) -> list[Path]:
+    return list(directory.glob(f"{step}.orbax-checkpoint-tmp*"))
+
+
+def _assert_killed_at(directory: Path, at: worker.Hold, steps: list[int]) -> int:
+    """Checks what a kill at ``at`` leaves on disk; returns the step a resume must start from."""
+    k = at.step
+    if at.phase in ("before-save", "mid-save"):
+        assert steps[-1] == k - 1, f"{at}: committed steps {steps}, want latest {k - 1}"
+        assert not (directory / str(k)).exists()
+        # mid-save: step k's complete temporary directory was never renamed; not a step.
+        assert bool(_tmp_dirs(directory, k)) == (at.phase == "mid-save"), os.listdir(directory)
+        return k - 1
+    if at.phase == "mid-delete":
+        # The step being removed is still listed (its directory is there, part of its files
+        # gone); the latest is k. The next run's first save deletes it (checked at the end).
+        assert steps[-1] == k and steps[0] <= k - worker.KEEP, f"{at}: committed steps {steps}"
+        return k
+    assert at.phase == "after-save"
+    assert steps == [k - 1, k], f"{at}: committed steps {steps}"
+    return k
 
 
 def test_killed_run_resumes_bitwise_identical(tmp_path: Path) -> None:
-    """SIGKILL a checkpointing run at seeded random points, resume each time, finish, compare.
+    """SIGKILL a checkpointing run at seeded points of every save phase, resume, finish, compare.
 
-    Trial 0 kills as soon as step k's temporary directory appears (certainly mid-save); the other
-    trials kill a random 0-400 ms after step k's save starts (mid-save, mid-deletion of an old
-    step, or mid-training). After every kill the latest step must restore bit for bit equal to
-    the uninterrupted run at that step; the final step must equal the uninterrupted run's.
+    Each trial starts a worker that resumes from the directory's latest step and holds at a chosen
+    point of step k's save (``_resume_worker --hold k PHASE``): before the save, inside orbax's
+    save just before the commit (rename), while max_to_keep deletes an older step, after the save.
+    The test reads the worker's ``holding k PHASE`` line, kills it with SIGKILL, and checks that
+    the latest committed step is exactly the one that phase implies (k-1 or k) and restores bit for
+    bit equal to the uninterrupted run at that step; the next worker must resume from it. A final
+    run to the end must equal the uninterrupted run, and leave only the newest 2 steps.
     """
-    rng = random.Random(20261123)
-    kill_at = sorted(rng.sample(range(2, KILL_TOTAL_STEPS - 1), KILL_TRIALS))
+    plan = _kill_plan(KILL_SEED)
+    assert sorted(at.phase for at in plan) == sorted(worker.PHASES)
     reference = {}
     worker.train(
         KILL_TOTAL_STEPS,
@@ -376,37 +459,28 @@ def test_killed_run_resumes_bitwise_identical(tmp_path: Path) -> None:
     )
     like = worker.init(KILL_OPTIMIZER)[0]
     directory = tmp_path / "run"
-    mid_save = 0
-    for trial, k in enumerate(kill_at):
-        log = tmp_path / f"worker{trial}.log"
-        proc = _start_worker(directory, tmp_path, log)
-        _read_until(proc, f"saving {k}", log)
-        if trial == 0:
-            deadline = time.monotonic() + 30
-            while not list(directory.glob(f"{k}.orbax-checkpoint-tmp*")):
-                assert time.monotonic() < deadline, "step's temporary directory never appeared"
-                time.sleep(0.001)
-        else:
-            time.sleep(rng.uniform(0.0, 0.4))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        proc.stdout.close()
-        ckpt = Checkpointer(directory)
-        latest = ckpt.latest_step()
-        assert latest is not None and latest >= k - 1
-        if trial == 0:
-            assert latest == k - 1, "trial 0 must have been killed mid-save"
-        mid_save += latest == k - 1
-        r = ckpt.restore(like=like)
-        assert_bitwise_equal((r.state, r.rng, r.data), reference[latest])
+    resume_from = 0
+    for trial, at in enumerate(plan):
+        with _Worker(directory, tmp_path, f"trial{trial}", at) as w:
+            before = w.read_until(f"holding {at.step} {at.phase}")
+            w.kill()
+        assert before[0] == f"start {resume_from}", before
+        with Checkpointer(directory) as ckpt:
+            resume_from = _assert_killed_at(directory, at, ckpt.all_steps())
+            r = ckpt.restore(like=like)
+        assert r.step == resume_from
+        assert_bitwise_equal((r.state, r.rng, r.data), reference[resume_from])
 
-    log = tmp_path / "final.log"
-    proc = _start_worker(directory, tmp_path, log)
-    _read_until(proc, "done", log)
-    assert proc.wait() == 0
-    proc.stdout.close()
-    ckpt = Checkpointer(directory)
-    assert ckpt.all_steps() == [KILL_TOTAL_STEPS - 1, KILL_TOTAL_STEPS]  # keep-last-2
-    r = ckpt.restore(like=like)
+    with _Worker(directory, tmp_path, "final", None) as w:
+        before = w.read_until("done")
+        assert w.proc.wait() == 0
+    assert before[0] == f"start {resume_from}" and before[-1] == f"saved {KILL_TOTAL_STEPS}"
+    with Checkpointer(directory) as ckpt:
+        assert ckpt.all_steps() == [KILL_TOTAL_STEPS - 1, KILL_TOTAL_STEPS]  # keep-last-2
+        r = ckpt.restore(like=like)
     assert_bitwise_equal((r.state, r.rng, r.data), reference[KILL_TOTAL_STEPS])
-    assert mid_save >= 1
+    # No stale temporary directory and no half-deleted step is left behind.
+    assert sorted(p.name for p in directory.iterdir() if not p.name.startswith("_")) == [
+        str(KILL_TOTAL_STEPS - 1),
+        str(KILL_TOTAL_STEPS),
+    ]

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_torch_state import correctly_rounded_torch_sqrt
 
@@ -268,29 +268,6 @@ def test_zero_lr_keeps_params(name: str) -> None:
     check()
 
 
-# Op-by-op dispatch would not contract ``a + s * b`` into the FMA torch's kernels compute (see
-# jaxopt_lab/_kernels.py); ``leafwise`` therefore jits ``update`` itself. The counterexample that
-# showed the difference before that fix is pinned as an explicit example.
-_CASES = st.sampled_from(list(OPTIMIZERS)).flatmap(lambda n: configs(n).map(lambda c: (n, c)))
-_SGD_PLAIN = {"lr": 1e-4, "weight_decay": 0.0, "maximize": False, "momentum": 0.0}
-
-
-@settings(phases=[Phase.explicit, Phase.reuse, Phase.generate])
-@example(
-    case=("sgd", {**_SGD_PLAIN, "dampening": 0.0, "nesterov": False}),
-    spec=("leaf", (), jnp.float32),
-    seed=0,
-    scale=1000.0,
-)
-@given(case=_CASES, spec=trees(), seed=_seeds, scale=_scales)
-def test_jit_equals_eager(case, spec, seed, scale) -> None:
-    """Property 1: jit == eager, bitwise, over all optimizers."""
-    name, config = case
-    opt = OPTIMIZERS[name][0](**config)
-    params, grads = materialize(spec, seed, scale)
-    p_jit = p_eager = params
-    s_jit = s_eager = opt.init(params)
-    for g in grads:
-        p_jit, s_jit = jax.jit(opt.update)(p_jit, g, s_jit)
-        p_eager, s_eager = opt.update(p_eager, g, s_eager)
-        assert bits((p_jit, s_jit)) == bits((p_eager, s_eager))
+# No "jit == eager" property: ``leafwise`` always jits ``update`` (op-by-op dispatch would not
+# contract ``a + s * b`` into the FMA torch's kernels compute, see jaxopt_lab/_kernels.py), so
+# there is no eager path to compare, and under ``jax.disable_jit()`` the results differ by design.

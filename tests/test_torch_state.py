@@ -296,10 +296,13 @@ F32_REL_BOUND = 50 * 10 * 2.0**-23
 F64_REL_BOUND = 1e-12
 
 
+@pytest.mark.parametrize("x64", [False, True], ids=["x64-off", "x64-on"])
 @pytest.mark.parametrize("direction", list(DIRECTIONS))
 @pytest.mark.parametrize("case", HANDOFF_CASES, ids=lambda c: c.name)
-def test_float32_bitwise_with_correctly_rounded_sqrt(case: HandoffCase, direction: str) -> None:
-    with correctly_rounded_torch_sqrt():
+def test_float32_bitwise_with_correctly_rounded_sqrt(
+    case: HandoffCase, direction: str, x64: bool
+) -> None:
+    with correctly_rounded_torch_sqrt(), jax.enable_x64(x64):
         result = DIRECTIONS[direction](case, jnp.float32)
     assert result["bitwise_fraction"] == 1.0, result
 
@@ -307,7 +310,8 @@ def test_float32_bitwise_with_correctly_rounded_sqrt(case: HandoffCase, directio
 @pytest.mark.parametrize("direction", list(DIRECTIONS))
 @pytest.mark.parametrize("case", HANDOFF_CASES, ids=lambda c: c.name)
 def test_float32_against_stock_torch(case: HandoffCase, direction: str) -> None:
-    result = DIRECTIONS[direction](case, jnp.float32)
+    with jax.enable_x64(False):  # the mode users run
+        result = DIRECTIONS[direction](case, jnp.float32)
     if not case.uses_sqrt:
         assert result["bitwise_fraction"] == 1.0, result
     assert result["rel"] <= F32_REL_BOUND, result
