@@ -133,10 +133,13 @@ def muon(
 
     def scalars(math_: ScalarMath) -> dict[str, Any]:
         mom = math_.resolve(momentum)
+        lr_wd = math_.resolve(lr) * math_.resolve(weight_decay)
+        if isinstance(lr_wd, jax.Array):  # float64 under jit: keep lr * wd out of an FMA
+            lr_wd = lr_wd + opaque_zero(math_.count, lr_wd.dtype)
         return {
             "one_minus_momentum": 1 - mom,
             "momentum": mom,
-            "decay": 1 - math_.resolve(lr) * math_.resolve(weight_decay),
+            "decay": 1 - lr_wd,  # param.mul_(1 - lr * weight_decay), in Python doubles
             "eps": math_.resolve(eps),
         }
 

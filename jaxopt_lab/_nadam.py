@@ -138,7 +138,9 @@ def nadam(
         v, math = ctx.values, ctx.math
         # mu_product *= mu: the float32 product, subnormal once mu_product underflows (~step
         # 110 at beta1 = 0.9), as torch's (XLA would flush it to zero)
-        mp = mul_gradual_underflow(jnp.stack(mu_products), _double.round_to(v["mu"], _SCALAR_DTYPE))
+        mu32 = _double.round_to(v["mu"], _SCALAR_DTYPE)
+        zero32 = K.opaque_zero(ctx.count, _SCALAR_DTYPE)
+        mp = mul_gradual_underflow(jnp.stack(mu_products), mu32, zero32)
         mp_exact = _double.lift(mp, math.wide, math.count)  # _get_value(mu_product): exact
         neg_lr = -v["lr"]
         value1 = neg_lr * (1.0 - v["mu"]) / (1.0 - mp_exact)
@@ -199,20 +201,19 @@ def _pow2(k: jax.Array) -> jax.Array:
     return _float((k + 127) << 23)
 
 
-def mul_gradual_underflow(a: jax.Array, b: jax.Array) -> jax.Array:
+def mul_gradual_underflow(a: jax.Array, b: jax.Array, zero: jax.Array) -> jax.Array:
     """float32 ``a * b`` rounded as IEEE 754 (and torch) do, subnormal results included.
 
     XLA:CPU runs with subnormals flushed to zero, inputs and results (so even ``a == 0`` is true
     for a subnormal ``a``); this reads the operands from their bits, multiplies the significands
     exactly (``two_prod``) and writes a subnormal result's bits itself, rounding to nearest even
-    at 2**-149. For finite operands.
+    at 2**-149. For finite operands; ``zero`` is an opaque float32 ``-0.0`` (see ``_double``).
     """
     a_bits, b_bits = _bits(a), _bits(b)
     a_mag, b_mag = a_bits & 0x7FFFFFFF, b_bits & 0x7FFFFFFF
     ma, ea = _decompose(a_mag)
     mb, eb = _decompose(b_mag)
-    z = K.opaque_zero(jnp.zeros((), jnp.int32), jnp.float32)
-    hi, lo = _double._two_prod(ma, mb, z)  # ma * mb == hi + lo exactly, hi in [1, 4]
+    hi, lo = _double._two_prod(ma, mb, zero)  # ma * mb == hi + lo exactly, hi in [1, 4]
     e = ea + eb  # |a * b| = (hi + lo) * 2**e
     normal = e + (hi >= 2).astype(jnp.int32) >= -126
     e_big = jnp.clip(e, -252, 254)

@@ -21,22 +21,32 @@ runs the kernel once per batch entry. The kernels update in place: results alias
 state buffers, so with ``donate_argnums`` nothing is copied; without donation XLA copies the
 inputs first. ``jax.export`` of an update that contains a kernel needs
 ``DisabledSafetyCheck.custom_call`` for its targets (or ``JAXOPT_LAB_NATIVE=off``).
+
+When the kernels cannot run (:func:`status`, checked once per process at the first update that
+would use one): the extension was not built (no C++ compiler at install), does not load, XLA
+refuses its handlers (built against newer XLA FFI headers than the running jaxlib supports: pip
+builds in an isolated environment with the newest jaxlib), or a self-test run of each handler on
+a few exactly computable elements fails. Under ``auto`` the optimizers then run their pure rules,
+with the same results, and log ONE warning (logger ``jaxopt_lab._native``) naming the cause; under
+``always`` the update raises a ``RuntimeError`` naming it. A build whose kernels would compute
+``fma`` by a library call on this CPU (no hardware FMA: clang builds, pre-AVX2 x86) is correct
+but slower than XLA; ``auto`` then keeps XLA's loops, ``always`` still runs it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from functools import cache
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-try:  # built by setup.py (an optional extension: without a compiler the pure rules serve)
-    from . import _native_ext
-except ImportError:  # pragma: no cover - depends on the install
-    _native_ext = None
+log = logging.getLogger(__name__)
 
 MIN_SIZE = {
     "jaxopt_lab_adam_f32": 4096,
@@ -79,22 +89,188 @@ def mode() -> str:
     return value
 
 
-@cache
+@dataclasses.dataclass(frozen=True)
+class Status:
+    """Whether the kernels run in this process (:func:`status`).
+
+    Attributes:
+      available: the extension loaded, XLA registered its handlers and each passed a test run.
+      reason: why not (with what to do about it); empty when available.
+      build: the extension's ``build_info()``: the ``jaxlib`` and XLA ``ffi_api`` versions it
+        was compiled against, the ``compiler``, and ``hardware_fma`` / ``fma``: whether its
+        kernels compute ``fma`` with a hardware instruction on this CPU (see ``csrc/native.cc``).
+      jaxlib: the jaxlib version running.
+    """
+
+    available: bool
+    reason: str = ""
+    build: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    jaxlib: str = ""
+
+    @property
+    def hardware_fma(self) -> bool:
+        """Whether ``auto`` routes leaves to the kernels (an extension older than
+        ``build_info`` reports nothing: it is taken to have hardware FMA, as before)."""
+        return self.available and bool(self.build.get("hardware_fma", True))
+
+
+_STATUS: Status | None = None
+_WARNED = False
+_LOCK = threading.Lock()
+
+
+def status() -> Status:
+    """Loads the extension, registers its handlers with XLA and test-runs each, once per process.
+
+    Never raises: what went wrong is in ``Status.reason``.
+    """
+    global _STATUS
+    with _LOCK:
+        if _STATUS is None:
+            _STATUS = _load()
+        return _STATUS
+
+
 def available() -> bool:
-    """Whether the extension is built; registers its handlers with XLA on first call."""
-    if _native_ext is None:
-        return False
-    for name, capsule in _native_ext.handlers().items():
-        jax.ffi.register_ffi_target(name, capsule, platform="cpu")
-    return True
+    """Whether the one-pass kernels can run in this process (:func:`status`)."""
+    return status().available
+
+
+def _running_jaxlib() -> str:
+    try:
+        from jaxlib import version
+
+        return str(version.__version__)
+    except ImportError:  # pragma: no cover - jax always brings jaxlib
+        return "unknown"
+
+
+REBUILD_HINT = (
+    "`pip install --no-build-isolation --no-deps --force-reinstall jaxopt_lab` (with g++) "
+    "builds them against the jaxlib installed here"
+)
+
+
+def _load() -> Status:
+    jaxlib = _running_jaxlib()
+    try:  # built by setup.py (an optional extension: without a compiler the pure rules serve)
+        from . import _native_ext
+    except ImportError as e:
+        if isinstance(e, ModuleNotFoundError) and e.name == f"{__package__}._native_ext":
+            why = (
+                "the C++ extension jaxopt_lab._native_ext was not built when jaxopt_lab was "
+                "installed (it needs a C++17 compiler, g++); reinstall jaxopt_lab with one"
+            )
+        else:  # e.g. built for another Python, or an undefined symbol
+            why = f"the C++ extension jaxopt_lab._native_ext does not load ({e}); {REBUILD_HINT}"
+        return Status(False, why, jaxlib=jaxlib)
+    build = dict(_native_ext.build_info()) if hasattr(_native_ext, "build_info") else {}
+    built = f" (running jaxlib {jaxlib})"
+    if "jaxlib" in build:
+        against = f"built against jaxlib {build['jaxlib']}, XLA FFI API {build['ffi_api']}"
+        built = f" ({against}; running jaxlib {jaxlib})"
+    try:
+        # Initialise the CPU backend first: a handler registered before it exists is only queued,
+        # and one that XLA then refuses makes the backend's initialisation fail outright.
+        cpu = jax.devices("cpu")[0]
+    except RuntimeError as e:
+        return Status(False, f"JAX has no CPU backend in this process ({e})", build, jaxlib)
+    try:
+        for name, capsule in _native_ext.handlers().items():
+            jax.ffi.register_ffi_target(name, capsule, platform="cpu")
+    except Exception as e:  # XLA's error type differs between jaxlib versions
+        why = f"XLA refused its FFI handlers{built}: {e}; {REBUILD_HINT}"
+        return Status(False, why, build, jaxlib)
+    try:
+        _self_test(cpu)
+    except Exception as e:
+        why = f"its kernels failed a test run{built}: {e}; {REBUILD_HINT}"
+        return Status(False, why, build, jaxlib)
+    return Status(True, "", build, jaxlib)
+
+
+# Per handler: operands (a list: the packed step scalars; an int: SGD's count; a float: a leaf of
+# 3 equal elements), attributes, and the results, exact in float32. Roles as in ``one_pass``.
+_ADAM_TEST = [0.5, 0.5, 0.25, 0.0, 0.0, 1.0, -0.5, 1.0]  # ADAM_SCALARS, see csrc/native.cc
+_SELF_TESTS = (
+    (  # m = lerp(0, 2, 0.5) = 1, v = 0.25 * 2 * 2 = 1, p = 1 - 0.5 * 1 / (sqrt(1) / 1 + 0)
+        "jaxopt_lab_adam_f32",
+        (_ADAM_TEST, 1.0, 2.0, 0.0, 0.0),
+        {"decay": 0, "maximize": False},
+        (0.5, 1.0, 1.0),
+    ),
+    (  # the same with max_exp_avg_sq = 4 > v: p = 1 - 0.5 * 1 / sqrt(4)
+        "jaxopt_lab_amsgrad_f32",
+        (_ADAM_TEST, 1.0, 2.0, 0.0, 0.0, 4.0),
+        {"decay": 0, "maximize": False},
+        (0.75, 1.0, 1.0, 4.0),
+    ),
+    (  # second step (count 1): buf = 0.5 * 2 + 1 * 2 = 3, p = 1 - 0.5 * 3; SGD_SCALARS
+        "jaxopt_lab_sgd_momentum_f32",
+        ([-0.5, 0.5, 1.0, 0.0], 1, 1.0, 2.0, 2.0),
+        {"decay": False, "maximize": False, "nesterov": False},
+        (-0.5, 3.0),
+    ),
+)
+
+
+def _self_test(cpu: Any) -> None:
+    """Runs every handler once on the CPU device; raises if one fails or computes wrongly."""
+
+    def operand(x: Any) -> np.ndarray:
+        if isinstance(x, int):
+            return np.asarray(x, np.int32)
+        return np.asarray(x if isinstance(x, list) else [x] * 3, np.float32)
+
+    def run(*args: jax.Array) -> list[list[jax.Array]]:
+        outs, at = [], 0
+        for target, ops, attrs, expected in _SELF_TESTS:
+            shapes = [jax.ShapeDtypeStruct((3,), jnp.float32)] * len(expected)
+            call = jax.ffi.ffi_call(target, shapes, vmap_method="sequential")
+            outs.append(list(call(*args[at : at + len(ops)], **attrs)))
+            at += len(ops)
+        return outs
+
+    args = [operand(x) for _, ops, _, _ in _SELF_TESTS for x in ops]
+    # NumPy arguments and a Compiled: it runs now, on the CPU, even when called while tracing.
+    with jax.default_device(cpu):
+        outs = jax.jit(run).lower(*args).compile()(*args)
+    for (target, _, _, expected), got in zip(_SELF_TESTS, outs, strict=True):
+        for want, out in zip(expected, got, strict=True):
+            if not np.array_equal(np.asarray(out), operand(want)):
+                raise RuntimeError(f"{target} returned {np.asarray(out)}, expected {want}")
+
+
+def _unavailable(st: Status) -> None:
+    """Under ``auto``: the pure rule serves; say why, once per process."""
+    global _WARNED
+    with _LOCK:
+        if _WARNED:
+            return
+        _WARNED = True
+    log.warning(
+        "jaxopt_lab: the one-pass CPU kernels are off, the optimizers run their pure-JAX rules "
+        "(the same results, slower on CPU): %s. JAXOPT_LAB_NATIVE=off silences this.",
+        st.reason,
+    )
 
 
 def use_for(p: jax.Array, target: str) -> bool:
     """Whether the leaf ``p`` goes through the kernel ``target`` (see the module docstring)."""
     m = mode()
-    if m == "off" or jnp.dtype(p.dtype) != jnp.float32 or not available():
+    if m == "off" or jnp.dtype(p.dtype) != jnp.float32:
         return False
-    return m == "always" or p.size >= MIN_SIZE[target]
+    if m == "auto" and p.size < MIN_SIZE[target]:
+        return False
+    st = status()
+    if m == "always":
+        if not st.available:
+            raise RuntimeError(f"JAXOPT_LAB_NATIVE=always, but the kernels cannot run: {st.reason}")
+        return True
+    if not st.available:
+        _unavailable(st)
+        return False
+    return st.hardware_fma
 
 
 def pack(scalars: Mapping[str, jax.Array], names: Sequence[str]) -> jax.Array:

@@ -154,7 +154,6 @@ def radam(
         else:
             rectify = greater(rho_t, 5.0)
         radicand = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
-        # Unrectified steps never use r_t; 1 keeps its NaN out of derivatives through ``where``.
         return {
             "one_minus_beta1": 1 - b1,
             "beta2": b2,
@@ -165,6 +164,7 @@ def radam(
             "lr": lr_,
             "bias_correction1": bias_correction1,
             "bias_correction2_sqrt": math.sqrt(bias_correction2),
+            # unrectified steps never use r_t; 1 keeps its NaN out of derivatives through `where`
             "rect": math.sqrt(select(rectify, radicand, 1.0)),
             "rectify": rectify,
             "minus_one": -1.0,

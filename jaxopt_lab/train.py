@@ -11,7 +11,7 @@ The pieces, in the Flax-examples shape::
 transformation plugs in through :func:`jaxopt_lab.from_optax`.
 
 Nothing here names a backend: the same code runs on CPU, GPU and TPU. On CPU, :func:`fit` drives a
-Python loop over the jitted step, because a whole-epoch ``lax.scan`` is about 25x slower there
+Python loop over the jitted step, because a whole-epoch ``lax.scan`` is much slower there
 (convolutions inside a while loop lose their fast layout, jax-ml/jax#12868). On GPU/TPU,
 ``fit(..., scan=True)`` runs each epoch as one ``lax.scan`` (one dispatch per epoch).
 
@@ -260,7 +260,7 @@ train_epoch_scan: Callable[[TrainState, Batch], tuple[TrainState, Metrics]] = Ba
 )
 """A whole epoch as one ``lax.scan``: ``(state, (images_SxBxHxWxC, labels_SxB))``.
 
-Metrics come back stacked (shape ``S``). Use it on GPU/TPU; on CPU it is ~25x slower than a
+Metrics come back stacked (shape ``S``). Use it on GPU/TPU; on CPU it is much slower than a
 Python loop over :data:`train_step` (jax-ml/jax#12868).
 """
 

@@ -254,8 +254,9 @@ CASES: list[Case] = [
     Case("adafactor", {"lr": 1e-2}),
     Case("adafactor", {"lr": 1e-2, "weight_decay": 0.1}, "wd"),
     Case("adafactor", {"lr": 1e-2, "maximize": True}, "maximize"),
-    Case("adafactor", {"lr": 0.1, "beta2_decay": -0.5, "eps": (1e-6, 1e-2)}, "beta2-decay-eps"),
-    Case("adafactor", {"lr": 1e-2, "d": 1.5}, "clip-d"),
+    # eps2 above the params' RMS: alpha = eps2 * rho (the floor acts on 72% of leaf-steps)
+    Case("adafactor", {"lr": 0.1, "beta2_decay": -0.5, "eps": (1e-6, 2.0)}, "beta2-decay-eps"),
+    Case("adafactor", {"lr": 1e-2, "d": 1.5}, "clip-d"),  # clips 24 of 800 leaf-steps (d=1: 278)
     # lr above 1/sqrt(t) (rho = 1/sqrt(t)), beta2_decay 0 (weight 1), eps2 = 0
     Case("adafactor", {"lr": 1.0, "beta2_decay": 0.0, "eps": (None, 0.0)}, "rho-beta2-eps2-zero"),
     Case("adafactor", {"lr": 1e-2, "weight_decay": 0.1}, "multistep-lr", "multistep"),

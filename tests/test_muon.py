@@ -503,5 +503,5 @@ def test_sparse_grads_raise():
     opt = jol.muon()
     params = {"w": jnp.ones((3, 2), jnp.float32)}
     grads = {"w": sparse.BCOO.fromdense(jnp.ones((3, 2), jnp.float32))}
-    with pytest.raises(RuntimeError, match=r"^Muon does not support sparse gradients$"):
+    with pytest.raises(RuntimeError, match=r"^Muon does not support sparse gradients"):
         opt.update(params, grads, opt.init(params))

@@ -1,10 +1,10 @@
 """Property tests (hypothesis) over random pytrees, hyper-parameters and gradient scales.
 
-For every optimizer (SGD, Adam, AdamW, RMSprop, Adagrad) with random hyper-parameters, on random
+For the first five optimizers (SGD, Adam, AdamW, RMSprop, Adagrad) with random hyper-parameters, on random
 pytrees (nested dict/list/tuple; shapes incl. 0-d and empty; float32/float64/bfloat16/float16
 leaves) and gradients of random scale (1e-3..1e3, signs, zeros):
 
-1. ``jit`` equals eager, bitwise;
+1. (no "jit equals eager": ``update`` is always jitted, see the note at the end of this file);
 2. the second jitted step does not recompile;
 3. the state's structure, shapes and dtypes are the same after every step (count int32);
 4. ``lr=0`` leaves the params unchanged -- every optimizer and configuration except centered

@@ -517,7 +517,7 @@ def test_cnn_handoff_across_layouts(direction: str) -> None:
     The buffers are moved between layouts by :func:`relayout_state` with the model's own weight
     conversion (OIHW <-> HWIO, transposed linears, the C,H,W flatten folded into fc1). Both
     sides then train on: "equal" is within the float64 three-way cross-check's bound
-    (``crosscheck.F64_TOLERANCE`` = 1e-9; a full epoch of Adam measured 5.0e-13, the models'
+    (``crosscheck.F64_TOLERANCE`` = 1e-9; measured figures in experiments/results/, the models'
     convolutions summing in different orders), while the hand-off itself must be exact: the
     state converted there and back is compared bit for bit.
     """

@@ -14,7 +14,9 @@
 //   a.addcdiv(b, c, value=v)        a + (v * b) / c
 //   a.sqrt(), a / s, a + s          one IEEE operation each
 //
-// Build flags matter: -ffp-contract=off (no FMA the source does not spell), no -ffast-math.
+// Build flags matter: -ffp-contract=off (no FMA the source does not spell), no -ffast-math
+// (setup.py passes -fno-fast-math after the user's CFLAGS; the #error guards below refuse a build
+// in which value-changing math flags are still in effect).
 // The step's scalars (bias corrections, lr, ...) arrive already rounded to float32 in one
 // small buffer, computed by the JAX side exactly as for the pure rule. Outputs may alias inputs
 // (the JAX side asks XLA to reuse donated buffers); each element is read before it is written.
@@ -35,19 +37,77 @@
 
 #include "xla/ffi/api/ffi.h"
 
+// Numerics guards. The kernels must round exactly as the pure rules do; a user's CFLAGS come
+// before setup.py's flags and a compiler may not honour a flag, so a build in which
+// value-changing math options are still in effect fails here (the package then installs without
+// the kernels and runs the pure rules) instead of producing kernels that round differently.
+#if defined(__FAST_MATH__) || (defined(__FINITE_MATH_ONLY__) && __FINITE_MATH_ONLY__) || \
+    defined(__ASSOCIATIVE_MATH__) || defined(__RECIPROCAL_MATH__) || defined(__NO_SIGNED_ZEROS__)
+#error "jaxopt_lab's kernels must be built without -ffast-math and its value-changing parts"
+#endif
+#if defined(__FLT_EVAL_METHOD__) && __FLT_EVAL_METHOD__ != 0
+#error "jaxopt_lab's kernels need float operations rounded to float (FLT_EVAL_METHOD 0, not x87)"
+#endif
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF  // as -ffp-contract=off, in case the flag is overridden
+#endif
+
 namespace ffi = xla::ffi;
+
+// Where std::fma gets its hardware instruction. Which one runs decides speed, never results:
+// std::fma is exact either way. With a hardware FMA it is inlined and the loops vectorize;
+// without one it is a libm call per element (glibc's fmaf, correctly rounded), several times
+// slower than XLA's own loops. Three cases:
+//  * the whole file compiled for a CPU with FMA (-march=native, -mfma, and aarch64 always):
+//    the compiler defines __FP_FAST_FMAF;
+//  * GCC on x86-64: every block kernel is compiled twice, for x86-64-v3 (AVX2 + FMA) and for
+//    plain x86-64 (no FMA instruction: libm calls), and the loader picks one per CPU
+//    (target_clones);
+//  * otherwise (clang on x86-64, whose target_clones this file does not rely on; or a build
+//    that sets JOL_CLONES itself): libm calls.
+// HardwareFma() reports which case runs on this CPU; jaxopt_lab._native routes leaves to the
+// kernels under JAXOPT_LAB_NATIVE=auto only where it is true (=always still uses them).
+#if defined(JOL_CLONES)
+// set by the build
+#define JOL_X86_CLONES 0
+#elif defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define JOL_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define JOL_X86_CLONES 1
+#else
+#define JOL_CLONES
+#define JOL_X86_CLONES 0
+#endif
+
+#if JOL_X86_CLONES && !defined(__FP_FAST_FMAF)
+// The same two versions as JOL_CLONES, dispatched by the same resolver: returns 1 exactly where
+// the block kernels run their x86-64-v3 clone.
+__attribute__((target("default"))) int JolCloneHasFma() { return 0; }
+__attribute__((target("arch=x86-64-v3"))) int JolCloneHasFma() { return 1; }
+#endif
 
 namespace {
 
-#if defined(JOL_CLONES)
-// set by the build
-#elif defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-// AVX2 + FMA where the CPU has them (chosen at load time), plain x86-64 otherwise. Without
-// hardware FMA std::fma is a (correct, slow) library call: the results are the same.
-#define JOL_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+// Whether the block kernels on this CPU compute std::fma with a hardware instruction.
+bool HardwareFma() {
+#if defined(__FP_FAST_FMAF)
+  return true;
+#elif JOL_X86_CLONES
+  return JolCloneHasFma() == 1;
 #else
-#define JOL_CLONES
+  return false;
 #endif
+}
+
+const char* FmaSource() {
+#if defined(__FP_FAST_FMAF)
+  return "hardware FMA in every kernel (__FP_FAST_FMAF)";
+#elif JOL_X86_CLONES
+  return HardwareFma() ? "x86-64-v3 clones (AVX2 + FMA)"
+                       : "x86-64 clones without FMA (libm fmaf calls)";
+#else
+  return "no hardware FMA in this build (libm fmaf calls)";
+#endif
+}
 
 // Elements per block handed to one thread: 16 Ki floats = 64 KiB per array.
 constexpr int64_t kBlock = 1 << 14;
@@ -355,8 +415,24 @@ PyObject* Handlers(PyObject*, PyObject*) {
   return d;
 }
 
+#define JOL_STR2(x) #x
+#define JOL_STR(x) JOL_STR2(x)
+#ifndef JOL_JAXLIB_VERSION
+#define JOL_JAXLIB_VERSION "unknown"  // setup.py defines it
+#endif
+
+// What the build was: for jaxopt_lab._native's diagnostics and routing.
+PyObject* BuildInfo(PyObject*, PyObject*) {
+  return Py_BuildValue("{s:s,s:s,s:s,s:N,s:s}", "jaxlib", JOL_JAXLIB_VERSION, "ffi_api",
+                       JOL_STR(XLA_FFI_API_MAJOR) "." JOL_STR(XLA_FFI_API_MINOR), "compiler",
+                       __VERSION__, "hardware_fma", PyBool_FromLong(HardwareFma()), "fma",
+                       FmaSource());
+}
+
 PyMethodDef kMethods[] = {
     {"handlers", Handlers, METH_NOARGS, "{target name: PyCapsule} for jax.ffi.register_ffi_target"},
+    {"build_info", BuildInfo, METH_NOARGS,
+     "{jaxlib, ffi_api: the headers built against; compiler; hardware_fma, fma: see native.cc}"},
     {nullptr, nullptr, 0, nullptr},
 };
 
