@@ -361,6 +361,53 @@ def parity_table() -> str:
     return table(header, rows)
 
 
+def _signature(fn: Callable) -> str:
+    """``name(a=1, b=2, *, c=False)`` without torch's ignored implementation switches."""
+    switches = {"foreach", "fused", "capturable", "differentiable"}
+    parts, star = [], False
+    for p in inspect.signature(fn).parameters.values():
+        if p.name in switches:
+            continue
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and not star:
+            parts.append("*")
+            star = True
+        parts.append(p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}")
+    return f"{fn.__name__}({', '.join(parts)})"
+
+
+@block
+def optimizer_table() -> str:
+    """One row per ``jaxopt_lab.registry`` algorithm: signature, torch class, state, optax."""
+    from jaxopt_lab import registry
+
+    cases = tests_module("cases")
+    rows = []
+    for a in registry.ALGORITHMS:
+        n_cases = sum(c.algo == a.name for c in cases.CASES)
+        kinds = ["float64", "float32 x64 off/on", "schedules", "special values"]
+        if a.name not in cases.NOT_ELEMENTWISE:
+            kinds.insert(3, "bf16/f16")
+        parity = (
+            f"{n_cases} rows × ({', '.join(kinds)})"
+            if n_cases
+            else f"own table (`tests/test_{a.name}.py`)"
+        )
+        optax = "none"
+        if a.optax:
+            optax = f"`{a.optax}`" + (" (same math)" if a.optax_exact else " (differs)")
+        rows.append(
+            [
+                f"`{_signature(a.factory)}`",
+                f"`{a.torch_class}`",
+                ", ".join(f"`{k}`" for k in a.state_keys),
+                optax,
+                parity,
+            ]
+        )
+    header = ["jaxopt_lab", "torch.optim", "state fields (torch's keys)", "optax", "parity tests"]
+    return table(header, rows)
+
+
 @block
 def parity_tests() -> str:
     cases = tests_module("cases")

@@ -92,8 +92,8 @@ def muon(
         ``update`` (torch: by the constructor), naming the leaf.
       * The bfloat16 matrix products accumulate in float32 in an order XLA chooses, and torch's
         (oneDNN) in another: an element can round to another bfloat16 value when its float32
-        accumulation error straddles a rounding boundary (~1e-4 of the elements of 256-wide
-        products, none of small ones), and that propagates. Everything else --
+        accumulation error straddles a rounding boundary (2e-5 to 8e-5 of the elements of each
+        product, measured), and that propagates. Everything else --
         the momentum buffer, the bfloat16 rounding and normalization, the param update -- is
         torch's bit for bit; ``tests/test_muon.py`` measures and bounds the difference.
       * optax's ``contrib.muon`` is another algorithm in the details: its buffer is the same

@@ -11,7 +11,8 @@ the results are bitwise equal to the pure-JAX path (``tests/test_native.py``), h
 Which leaves take the kernel is decided when the update is traced:
 
 * ``JAXOPT_LAB_NATIVE`` unset or ``auto``: float32 leaves of at least :data:`MIN_SIZE` elements
-  (per kernel: 4,096 for Adam, 65,536 for momentum SGD), if the extension is built;
+  (per kernel: 4,096 for Adam, 65,536 for momentum SGD), if the kernels can run (below) and
+  compute ``fma`` with a hardware instruction on this CPU;
 * ``JAXOPT_LAB_NATIVE=always``: every float32 leaf; ``=off``: none (XLA's loops only).
 
 The kernels run on CPU only: lowered for another backend (GPU, TPU) the same call is the pure
@@ -27,15 +28,19 @@ would use one): the extension was not built (no C++ compiler at install), does n
 refuses its handlers (built against newer XLA FFI headers than the running jaxlib supports: pip
 builds in an isolated environment with the newest jaxlib), or a self-test run of each handler on
 a few exactly computable elements fails. Under ``auto`` the optimizers then run their pure rules,
-with the same results, and log ONE warning (logger ``jaxopt_lab._native``) naming the cause; under
-``always`` the update raises a ``RuntimeError`` naming it. A build whose kernels would compute
-``fma`` by a library call on this CPU (no hardware FMA: clang builds, pre-AVX2 x86) is correct
-but slower than XLA; ``auto`` then keeps XLA's loops, ``always`` still runs it.
+with the same results, and log ONE warning naming the cause (logger ``jaxopt_lab._native``; at
+INFO level where JAX's default backend is a GPU or TPU); under ``always`` the update raises a
+``RuntimeError`` naming it. Kernels that compute ``fma`` by a libm call on this CPU (a clang
+build; a GCC build on an x86 CPU without AVX2 + FMA, which gets the plain x86-64 clones) give
+the same results but are slower than XLA's loops: ``auto`` then keeps XLA's loops, ``always``
+still runs them (``Status.hardware_fma``, ``csrc/native.cc``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.util
 import logging
 import os
 import threading
@@ -153,16 +158,21 @@ REBUILD_HINT = (
 
 def _load() -> Status:
     jaxlib = _running_jaxlib()
-    try:  # built by setup.py (an optional extension: without a compiler the pure rules serve)
-        from . import _native_ext
-    except ImportError as e:
-        if isinstance(e, ModuleNotFoundError) and e.name == f"{__package__}._native_ext":
-            why = (
-                "the C++ extension jaxopt_lab._native_ext was not built when jaxopt_lab was "
-                "installed (it needs a C++17 compiler, g++); reinstall jaxopt_lab with one"
-            )
-        else:  # e.g. built for another Python, or an undefined symbol
-            why = f"the C++ extension jaxopt_lab._native_ext does not load ({e}); {REBUILD_HINT}"
+    name = f"{__package__}._native_ext"  # built by setup.py, if a C++ compiler was there
+    try:
+        missing = importlib.util.find_spec(name) is None
+    except ValueError:  # already in sys.modules without a spec: a stand-in, leave it to import
+        missing = False
+    if missing:
+        why = (
+            "the C++ extension jaxopt_lab._native_ext was not built when jaxopt_lab was "
+            "installed (it needs a C++17 compiler, g++); reinstall jaxopt_lab with one"
+        )
+        return Status(False, why, jaxlib=jaxlib)
+    try:
+        _native_ext = importlib.import_module(name)
+    except ImportError as e:  # e.g. built for another Python, or an undefined symbol
+        why = f"the C++ extension jaxopt_lab._native_ext does not load ({e}); {REBUILD_HINT}"
         return Status(False, why, jaxlib=jaxlib)
     build = dict(_native_ext.build_info()) if hasattr(_native_ext, "build_info") else {}
     built = f" (running jaxlib {jaxlib})"
@@ -242,13 +252,17 @@ def _self_test(cpu: Any) -> None:
 
 
 def _unavailable(st: Status) -> None:
-    """Under ``auto``: the pure rule serves; say why, once per process."""
+    """Under ``auto``: the pure rule serves; say why, once per process (a warning where JAX
+    computes on the CPU by default; on a GPU/TPU machine, where the kernels would only serve
+    computations placed on the CPU, at INFO level)."""
     global _WARNED
     with _LOCK:
         if _WARNED:
             return
         _WARNED = True
-    log.warning(
+    level = logging.WARNING if jax.default_backend() == "cpu" else logging.INFO
+    log.log(
+        level,
         "jaxopt_lab: the one-pass CPU kernels are off, the optimizers run their pure-JAX rules "
         "(the same results, slower on CPU): %s. JAXOPT_LAB_NATIVE=off silences this.",
         st.reason,

@@ -144,7 +144,7 @@ def vector_norm(x: jax.Array, dim: int | None, zero: jax.Array) -> jax.Array:
     else:
         axis = x.ndim + dim
         moved = jnp.moveaxis(x, axis, -1)
-        rows = moved.reshape(-1, x.shape[axis])
+        rows = moved.reshape(math.prod(moved.shape[:-1]), x.shape[axis])
         out_shape = (*x.shape[:axis], 1, *x.shape[axis + 1 :])
         contiguous = math.prod(x.shape[axis + 1 :]) == 1
     n = rows.shape[1]
@@ -218,7 +218,8 @@ def mean(x: jax.Array, dim: int, zero: jax.Array) -> jax.Array:
     if math.prod(x.shape[axis + 1 :]) != 1:
         raise ValueError("mean: only a contiguous reduced dim is supported")
     acc = zero.dtype
-    rows = jnp.moveaxis(x, axis, -1).reshape(-1, x.shape[axis]).astype(acc)
+    moved = jnp.moveaxis(x, axis, -1)
+    rows = moved.reshape(math.prod(moved.shape[:-1]), x.shape[axis]).astype(acc)
     size = x.shape[axis]
     # a true division, as torch's div_(dim_prod): XLA would multiply by 1/size, so the divisor
     # is selected per element through a predicate the compiler cannot evaluate (as K.div)

@@ -48,12 +48,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._adagrad import AdagradState, adagrad
-from ._adam import AdamState, adam
+from . import registry
+from ._adagrad import AdagradState
+from ._adam import AdamState
 from ._base import Optimizer, Params, State
 from ._groups import ParamGroupsState, param_groups
-from ._rmsprop import RMSpropState, rmsprop
-from ._sgd import SGDState, sgd
+from ._rmsprop import RMSpropState
+from ._sgd import SGDState
+
+# States whose every buffer is laid out like its parameter (relayout_state moves them as is).
+_ELEMENTWISE_STATES = (SGDState, AdamState, RMSpropState, AdagradState)
 
 __all__ = [
     "optimizer_from_torch",
@@ -65,26 +69,21 @@ __all__ = [
     "torch_kind",
 ]
 
-KINDS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
-"""The torch optimizers that can be handed over, by lower-case class name."""
+# Every registry algorithm whose state is one buffer per param leaf and field, except SparseAdam
+# (torch keeps its step as a Python int) and Adafactor (factored buffers exist for some leaves
+# only); L-BFGS hands off through ``jaxopt_lab.lbfgs_state_to_torch``/``..._from_torch``.
+KINDS = tuple(n for n in registry.names() if n not in ("sparse_adam", "adafactor", "lbfgs"))
+"""The torch optimizers that can be handed over (``jaxopt_lab.registry`` names)."""
 
-_STATE_TYPES: dict[str, type] = {
-    "sgd": SGDState,
-    "adam": AdamState,
-    "adamw": AdamState,
-    "rmsprop": RMSpropState,
-    "adagrad": AdagradState,
-}
+# torch implementation switches: in every param group, never a hyper-parameter of ours.
+_SWITCHES = frozenset({"foreach", "fused", "capturable", "differentiable"})
 
-# torch param_group key -> our keyword, per kind; other keys (foreach, fused, capturable,
-# differentiable, initial_lr, max_lr, ...) are torch implementation switches or scheduler notes.
-_HYPER: dict[str, tuple[str, ...]] = {
-    "sgd": ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize"),
-    "adam": ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"),
-    "rmsprop": ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize"),
-    "adagrad": ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps", "maximize"),
-}
-_CONSTRUCTORS = {"sgd": sgd, "adam": adam, "rmsprop": rmsprop, "adagrad": adagrad}
+
+def _hyper(kind: str) -> tuple[str, ...]:
+    """torch param_group keys that are hyper-parameters of ours (same names, the factory's)."""
+    return tuple(k for k in registry.get(kind).defaults() if k not in _SWITCHES) + ("lr",)
+
+
 _MAX_STEP = 2**24  # float32 counts every integer up to here; torch's own step is exact below it
 
 
@@ -107,12 +106,15 @@ def _state_dict(source: Any) -> tuple[dict[str, Any], str | None]:
 
 
 def _group_kind(group: Mapping[str, Any]) -> str:
-    if "nesterov" in group:
-        return "sgd"
-    if "betas" in group:
-        return "adam"  # adam or adamw: told apart by decoupled_weight_decay
-    if "centered" in group:
-        return "rmsprop"
+    """The algorithm whose hyper-parameters are the most specific subset of the group's keys
+    ("adam" for Adam and AdamW alike: told apart by decoupled_weight_decay)."""
+    fits = [k for k in KINDS if k != "adamw" and set(_hyper(k)) <= set(group)]
+    if fits:
+        return max(fits, key=lambda k: len(_hyper(k)))
+    # A partial group (hand-written): the first five algorithms' distinctive keys.
+    for key, kind in (("nesterov", "sgd"), ("betas", "adam"), ("centered", "rmsprop")):
+        if key in group:
+            return kind
     if "lr_decay" in group:
         return "adagrad"
     raise ValueError(
@@ -130,6 +132,7 @@ def torch_kind(source: Any, kind: str | None = None) -> str:
     ``decoupled_weight_decay`` key).
     """
     sd, cls_kind = _state_dict(source)
+    cls_kind = _CLASS_KINDS.get(cls_kind, cls_kind)
     groups = sd["param_groups"]
     if not groups:
         raise ValueError("the torch optimizer has no param_groups")
@@ -162,6 +165,9 @@ def torch_kind(source: Any, kind: str | None = None) -> str:
     return found
 
 
+_CLASS_KINDS = {a.torch_class.lower(): a.name for a in registry.ALGORITHMS}
+
+
 def _number(value: Any) -> Any:
     if hasattr(value, "item") and not isinstance(value, (bool, np.bool_)):  # tensor / numpy
         return float(value.item()) if np.ndim(value) == 0 else value
@@ -172,11 +178,11 @@ def _number(value: Any) -> Any:
 
 def _group_optimizer(kind: str, group: Mapping[str, Any]) -> Optimizer:
     family = "adam" if kind in ("adam", "adamw") else kind
-    kwargs = {k: _number(group[k]) for k in _HYPER[family] if k in group}
+    kwargs = {k: _number(group[k]) for k in _hyper(family) if k in group}
     if family == "adam":
         decoupled = group.get("decoupled_weight_decay", kind == "adamw")
         kwargs["decoupled_weight_decay"] = bool(decoupled)
-    return _CONSTRUCTORS[family](**kwargs)
+    return registry.get(family).factory(**kwargs)
 
 
 def _group_names(n_groups: int, group_names: Sequence[str] | None) -> list[str]:
@@ -396,7 +402,10 @@ def _group_from_torch(
     count: int | None,
 ) -> Any:
     fields = [f for f in type(init)._fields[1:] if getattr(init, f) is not None]
-    expected = set(fields) | ({"step"} if kind != "sgd" else set())
+    has_step = registry.get(kind).torch_step
+    expected = set(fields) | ({"step"} if has_step else set())
+    like = {f: jax.tree_util.tree_leaves(getattr(init, f)) for f in fields}
+    position = {i: j for j, i in enumerate(members)}
     entries = {i: _entry(states, layout.ids[i]) for i in members}
     fresh = [i for i in members if not entries[i]]
     if len(fresh) == len(members) or (kind == "sgd" and not fields):  # torch: no step yet
@@ -419,10 +428,10 @@ def _group_from_torch(
                 f"missing {missing} for this {kind} configuration"
             )
         for f in fields:
-            columns[f].append(_as_array(e[f], layout.leaves[i], f"{f} of {layout.name(i)}"))
-        if kind != "sgd":
+            columns[f].append(_as_array(e[f], like[f][position[i]], f"{f} of {layout.name(i)}"))
+        if has_step:
             steps.setdefault(_step_value(e["step"], layout.name(i)), []).append(i)
-    if kind == "sgd":
+    if not has_step:
         n = 1 if count is None else count
         if n < 1:
             raise ValueError(f"count={count}, but torch's SGD has momentum buffers (a step taken)")
@@ -523,7 +532,7 @@ def relayout_state(state: State, relayout: Callable[[Params], Params]) -> State:
       TypeError: ``state`` is not a plain optimizer state (a ``ParamGroupsState``'s groups hold
         parts of the tree; re-layout the params before grouping instead).
     """
-    if not isinstance(state, tuple(_STATE_TYPES.values())):
+    if not isinstance(state, tuple(_ELEMENTWISE_STATES)):
         raise TypeError(
             f"relayout_state takes SGDState, AdamState, RMSpropState or AdagradState, "
             f"got {type(state).__name__}"
@@ -574,17 +583,17 @@ def _group_to_torch(
                 f"{where}field {f!r} has tree structure {jax.tree_util.tree_structure(ours)}, "
                 f"expected {jax.tree_util.tree_structure(theirs)}"
             )
-        leaves = jax.tree_util.tree_leaves(ours)
+        leaves, likes = jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(theirs)
         columns[f] = [
-            _as_array(leaf, layout.leaves[i], f"{where}{f} of {layout.name(i)}")
-            for leaf, i in zip(leaves, members, strict=True)
+            _as_array(leaf, like, f"{where}{f} of {layout.name(i)}")
+            for leaf, like, i in zip(leaves, likes, members, strict=True)
         ]
     out: dict[int, dict[str, Any]] = {}
     if kind == "sgd" and count == 0:
         return out  # torch's SGD before its first step: no buffer yet
     for j, i in enumerate(members):
         entry: dict[str, Any] = {}
-        if kind != "sgd":
+        if registry.get(kind).torch_step:
             entry["step"] = torch.tensor(float(count), dtype=torch.float32)
         for f, col in columns.items():
             entry[f] = _to_tensor(np.asarray(col[j]))

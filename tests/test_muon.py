@@ -11,25 +11,29 @@ of ill-scaled gradients on a tall, a wide and a larger leaf:
 * params with ``ns_steps=0``: bit for bit -- the bfloat16 rounding, the norm, the eps clamp,
   the float32 division, the lr adjustment, the weight decay and the fused add are torch's.
 * params with Newton-Schulz steps: at every step, element by element,
-  ``|d_t| <= |1 - lr*wd| |d_{t-1}| + |lr_adj| |dO_t| + 2 ulp(theta_t)``, where ``d`` is ours minus
+  ``|d_t| <= |1 - lr*wd| |d_{t-1}| + |lr_adj| |dO_t| + 2 ulp``, where ``d`` is ours minus
   torch's params and ``dO_t`` the difference of the two orthogonalizations of the (identical)
   step input -- and ``d_t == 0`` exactly wherever ``d_{t-1}`` and ``dO_t`` are 0. That is the
-  param update's own rounding (a ``mul_`` and a fused ``add_``, half an ulp each, in both
-  libraries) plus what the orthogonalizations feed in, and nothing else.
+  param update's own rounding (a ``mul_`` and a fused ``add_``, half an ulp of the largest
+  param value involved each, in both libraries) plus what the orthogonalizations feed in.
 
 The orthogonalization itself is checked stage by stage (``test_ns_stage_differences_are_
 accumulation_order_only``): from identical bfloat16 inputs, every element of our normalized
-input, ``X X^T``, ``b G + c G^2`` and ``a X + (b G + c G^2) X`` equals torch's, except elements
-that are adjacent bfloat16 values at a float32 value lying within the float32 accumulation error
-bound ``gamma_n * sum|terms|`` (``gamma_n = n u / (1 - n u)``, ``u = 2**-24``, n the number of
-terms) of a bfloat16 rounding midpoint -- the only place two correct float32 accumulations in
-different orders can round apart. Those flips then propagate through the remaining iterations
-(the quintic's slope at 0 is a = 3.4445, so a flip can grow several-fold per iteration). End to
+input, ``X X^T``, ``b G + c G^2`` and ``a X + (b G + c G^2) X`` equals torch's, except where
+both values lie in the set of bfloat16 values that a float32 result within the accumulation
+error bound ``gamma_n * sum|terms|`` of the exact value can round to (``gamma_n = n u / (1 -
+n u)``, ``u = 2**-24``, n the number of terms; float64 gives the exact value) -- two adjacent
+values around a rounding midpoint, or more under heavy cancellation. That is the only way two
+correct float32 accumulations in different orders can round apart; measured, 884 of 12.8
+million stage outputs (6.9e-5; 0 to 7.9e-5 per shape, small ones included). Those flips then
+propagate through the remaining iterations (the quintic's slope at 0 is a = 3.4445, so a flip
+can grow several-fold per iteration). End to
 end, ``test_ns_accuracy_matches_torch`` compares both outputs with the same iteration in float64
 without bfloat16 rounding: on 48 ill- and well-scaled matrices up to 300 x 300, after k = 0..5
 iterations, torch is within 4.3e-2 of max|exact| and ours too, ours never more than 2**-8
 (one bfloat16 rounding of the output's scale) further than torch's, and ours differs from
-torch's by at most 2.3e-2 of max|exact| (0 for the leaves with inner dimension <= 37 there).
+torch's by at most 2.3e-2 of max|exact|. Over the 200-step trajectories below, 59-64% of the
+param elements stay bit for bit and the largest difference is 2.2e-4 of max|params| (lr 0.05).
 """
 
 from __future__ import annotations

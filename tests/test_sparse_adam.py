@@ -9,14 +9,15 @@ optionally BCOO padding (out-of-bounds entries) up to a fixed ``nse``. torch get
 in-bounds entries, in the same order, as a ``torch.sparse_coo_tensor``.
 
 Tolerances: float32 bit for bit against torch with a correctly rounded sqrt patched in (see
-``_reference.correctly_rounded_torch_sqrt``), with JAX's x64 off and on; float64 within
+``_reference.correctly_rounded_torch_sqrt``), with JAX's x64 off and on; bfloat16 and float16
+bit for bit (50 steps, torch unpatched); float64 within
 ``1e-12 * max|torch|`` per leaf and step (the generic harness's bound: torch's MKL sqrt is 1 ULP
 off on ~1% of float64 inputs, ``beta**t`` is libm ``pow`` there and binary exponentiation here).
 
 Duplicates: torch sums them in the order of its ``sort`` of the flattened indices -- stable
 for at most 16 entries and (radix sort) for at least 32,768, ``std::sort``'s unstable introsort
 in between. We add them in the order they appear. So the trajectory rows hold each index at
-most twice unless the entry count is in a stable range (then up to 6 times), and
+most twice unless the entry count is in a stable range (then up to 6 or 400 times), and
 ``test_coalesce_summation_order`` pins the difference down exactly: for any count, ours is the
 appearance-order sum and torch's the sum in its own ``sort`` order, both bit for bit.
 """
@@ -29,6 +30,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import pytest
 from _reference import bitwise_equal, correctly_rounded_torch_sqrt
@@ -134,8 +136,22 @@ def init_params(case: SparseCase, dtype: Any) -> list[np.ndarray]:
     return [rng.normal(size=leaf.shape).astype(dtype) for leaf in case.leaves]
 
 
+def _to_torch(x: np.ndarray) -> Any:
+    """NumPy -> torch, bit for bit (bfloat16 through float32, which holds it exactly)."""
+    if x.dtype == ml_dtypes.bfloat16:
+        return torch.from_numpy(x.astype(np.float32)).bfloat16()
+    return torch.from_numpy(x)
+
+
+def _to_numpy(t: Any) -> np.ndarray:
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        return t.float().numpy().astype(ml_dtypes.bfloat16)
+    return t.numpy().copy()
+
+
 def torch_trajectory(case: SparseCase, dtype: Any) -> list[dict[str, list[np.ndarray]]]:
-    params = [torch.tensor(p, requires_grad=True) for p in init_params(case, dtype)]
+    params = [_to_torch(p).requires_grad_() for p in init_params(case, dtype)]
     opt = torch.optim.SparseAdam(params, **case.kwargs)
     sched = None
     if case.cosine_lr:
@@ -145,7 +161,7 @@ def torch_trajectory(case: SparseCase, dtype: Any) -> list[dict[str, list[np.nda
         for p, (idx, vals, inside) in zip(params, grads, strict=True):
             p.grad = torch.sparse_coo_tensor(
                 torch.from_numpy(idx[inside].T.astype(np.int64)),
-                torch.from_numpy(vals[inside]),
+                _to_torch(vals[inside]),
                 p.shape,
                 check_invariants=False,
             )
@@ -154,8 +170,8 @@ def torch_trajectory(case: SparseCase, dtype: Any) -> list[dict[str, list[np.nda
             sched.step()
         out.append(
             {
-                "params": [p.detach().numpy().copy() for p in params],
-                **{k: [opt.state[p][k].numpy().copy() for p in params] for k in _FIELDS},
+                "params": [_to_numpy(p) for p in params],
+                **{k: [_to_numpy(opt.state[p][k]) for p in params] for k in _FIELDS},
             }
         )
     return out
@@ -238,6 +254,30 @@ def test_float64_trajectory(case):
         assert err <= 1e-12 * scale, f"{where}: {err:.3e} > 1e-12 * {scale:.3e}"
 
     _compare(ours, _torch(case, np.float64), check)
+
+
+LOW_PRECISION_STEPS = 50
+
+
+@pytest.mark.parametrize("dtype", [ml_dtypes.bfloat16, np.float16], ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("case", SPARSE_CASES, ids=lambda c: c.desc)
+def test_low_precision_bitwise(case, dtype):
+    """bfloat16/float16 params and gradients, 50 steps: each op (and each duplicate sum)
+    computes in float32 and rounds back. torch's sqrt is not patched: its float32 result is
+    rounded to 8 or 11 bits, which hides MKL's 1-ulp float32 error unless it straddles a
+    rounding boundary (not once here)."""
+    case = dataclasses.replace(case, steps=min(case.steps, LOW_PRECISION_STEPS))
+    with jax.enable_x64(False):
+        ours = jax_trajectory(case, dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        theirs = torch_trajectory(case, dtype)
+
+    def check(a, b, where):
+        same = bitwise_equal(a, b)
+        assert same.all(), f"{where}: {np.count_nonzero(~same)} of {same.size} elements differ"
+
+    _compare(ours, theirs, check)
 
 
 def test_untouched_entries_stay_bitwise_unchanged():

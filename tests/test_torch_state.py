@@ -55,6 +55,10 @@ class HandoffCase:
     groups: tuple[dict[str, Any], ...] | None = None  # torch param groups, "params": torch ids
     ids: Any = None  # leaf -> torch id map (None: tree_leaves order)
     uses_sqrt: bool = True
+    # False where torch's load_state_dict casts float32 scalar state (NAdam's mu_product, ASGD's
+    # eta and mu) to float64 params' dtype: the loaded torch run then computes in other dtypes
+    # than an uninterrupted one, so float64 trajectories are not comparable across a hand-off.
+    float64: bool = True
 
 
 O = torch.optim
@@ -84,6 +88,23 @@ HANDOFF_CASES = [
         "adagrad_lr_decay",
         O.Adagrad,
         {"lr": 1e-1, "lr_decay": 1e-2, "weight_decay": 1e-2, "initial_accumulator_value": 0.1},
+    ),
+    HandoffCase(
+        "nadam_decoupled",
+        O.NAdam,
+        {"lr": 1e-2, "weight_decay": 1e-2, "decoupled_weight_decay": True},
+        float64=False,
+    ),
+    HandoffCase("radam_wd", O.RAdam, {"lr": 1e-2, "weight_decay": 1e-2}),
+    HandoffCase("adamax_maximize", O.Adamax, {"lr": 1e-2, "maximize": True}, uses_sqrt=False),
+    HandoffCase("adadelta_wd", O.Adadelta, {"lr": 0.5, "rho": 0.8, "weight_decay": 1e-2}),
+    HandoffCase("rprop", O.Rprop, {"lr": 1e-2, "etas": (0.4, 1.3)}, uses_sqrt=False),
+    HandoffCase(
+        "asgd_t0",
+        O.ASGD,
+        {"lr": 1e-2, "t0": 20, "weight_decay": 1e-3},
+        uses_sqrt=False,
+        float64=False,
     ),
     # Two groups over a permuted id map: torch ids 0, 1 are leaves w[1], b; ids 2, 3 are s, w[0].
     HandoffCase(
@@ -320,6 +341,8 @@ def test_float32_against_stock_torch(case: HandoffCase, direction: str) -> None:
 @pytest.mark.parametrize("direction", list(DIRECTIONS))
 @pytest.mark.parametrize("case", HANDOFF_CASES, ids=lambda c: c.name)
 def test_float64(case: HandoffCase, direction: str) -> None:
+    if not case.float64:
+        pytest.skip("torch's load_state_dict casts its float32 scalar state to float64")
     result = DIRECTIONS[direction](case, jnp.float64)
     assert result["rel"] <= F64_REL_BOUND, result
     if not case.uses_sqrt or case.cls is torch.optim.RMSprop:
@@ -435,9 +458,9 @@ INVALID = [
     ),
     (
         "unsupported optimizer",
-        lambda: ts.state_from_torch(torch.optim.Adamax(ts.params_to_torch(P32)), P32),
+        lambda: ts.state_from_torch(torch.optim.SparseAdam(ts.params_to_torch(P32)), P32),
         ValueError,
-        "unsupported torch optimizer 'adamax'",
+        "unsupported torch optimizer 'sparse_adam'",
     ),
 ]
 
