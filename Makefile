@@ -16,7 +16,7 @@ OUT ?= runs/cifar10-sgd
 EXTRA ?=
 CIFAR_ARGS ?= --optimizer sgd --lr 0.01 --batch-size 64 --epochs 20 --out $(OUT) $(if $(DATA),--data $(DATA)) $(EXTRA)
 
-.PHONY: test cifar lint venv clean
+.PHONY: test test-slow cifar lint venv clean
 
 $(STAMP): pyproject.toml setup.py jaxopt_lab/csrc/native.cc
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,8 +27,13 @@ $(STAMP): pyproject.toml setup.py jaxopt_lab/csrc/native.cc
 
 venv: $(STAMP)
 
+# The default suite; `make test-slow` runs the tables marked slow (wider sweeps of the same
+# claims: every scheduled row, float16, float64 foreach, L-BFGS bitwise, Muon/SparseAdam sweeps).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 tests
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 -m slow tests
 
 cifar: $(STAMP)
 	$(BIN)/python experiments/cifar10.py $(CIFAR_ARGS)

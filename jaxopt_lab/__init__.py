@@ -11,11 +11,27 @@
 
 from . import losses as losses
 from . import schedules as schedules
+
+# exports: radam, adamax, adadelta, rprop
+from . import swa_utils as swa_utils
+
+# exports: nadam, asgd, adafactor
+from ._adadelta import AdadeltaState as AdadeltaState
+from ._adadelta import adadelta as adadelta
+from ._adafactor import AdafactorState as AdafactorState
+from ._adafactor import adafactor as adafactor
 from ._adagrad import AdagradState as AdagradState
 from ._adagrad import adagrad as adagrad
 from ._adam import AdamState as AdamState
 from ._adam import adam as adam
 from ._adam import adamw as adamw
+from ._adamax import AdamaxState as AdamaxState
+from ._adamax import adamax as adamax
+from ._asgd import ASGDState as ASGDState
+from ._asgd import asgd as asgd
+
+# exports: sparse_adam, muon, swa_utils
+from ._base import ClosureOptimizer as ClosureOptimizer
 from ._base import Optimizer as Optimizer
 from ._base import Schedule as Schedule
 from ._finite import check_finite as check_finite
@@ -25,40 +41,28 @@ from ._flat import flat as flat
 from ._flat import unflatten_state as unflatten_state
 from ._groups import ParamGroupsState as ParamGroupsState
 from ._groups import param_groups as param_groups
+from ._lbfgs import LBFGSState as LBFGSState
+from ._lbfgs import lbfgs as lbfgs
 from ._leafwise import LeafContext as LeafContext
 from ._leafwise import ScalarMath as ScalarMath
 from ._leafwise import leafwise as leafwise
-from ._optax_interop import as_optax as as_optax
-from ._optax_interop import from_optax as from_optax
-from ._rmsprop import RMSpropState as RMSpropState
-from ._rmsprop import rmsprop as rmsprop
-from ._sgd import SGDState as SGDState
-from ._sgd import sgd as sgd
-from ._asgd import ASGDState as ASGDState
-from ._asgd import asgd as asgd
-from ._nadam import NAdamState as NAdamState
-from ._nadam import nadam as nadam
-from ._adafactor import AdafactorState as AdafactorState
-from ._adafactor import adafactor as adafactor
-# exports: nadam, asgd, adafactor
-from ._adadelta import AdadeltaState as AdadeltaState
-from ._adadelta import adadelta as adadelta
-from ._adamax import AdamaxState as AdamaxState
-from ._adamax import adamax as adamax
-from ._radam import RAdamState as RAdamState
-from ._radam import radam as radam
-from ._rprop import RpropState as RpropState
-from ._rprop import rprop as rprop
-# exports: radam, adamax, adadelta, rprop
-from . import swa_utils as swa_utils
 from ._muon import MuonState as MuonState
 from ._muon import muon as muon
+from ._nadam import NAdamState as NAdamState
+from ._nadam import nadam as nadam
+from ._optax_interop import as_optax as as_optax
+from ._optax_interop import from_optax as from_optax
+from ._radam import RAdamState as RAdamState
+from ._radam import radam as radam
+from ._rmsprop import RMSpropState as RMSpropState
+from ._rmsprop import rmsprop as rmsprop
+from ._rprop import RpropState as RpropState
+from ._rprop import rprop as rprop
+from ._sgd import SGDState as SGDState
+from ._sgd import sgd as sgd
 from ._sparse_adam import SparseAdamState as SparseAdamState
 from ._sparse_adam import sparse_adam as sparse_adam
-# exports: sparse_adam, muon, swa_utils
-from ._base import ClosureOptimizer as ClosureOptimizer
-from ._lbfgs import LBFGSState as LBFGSState
-from ._lbfgs import lbfgs as lbfgs
+
 # exports: lbfgs
 from .checkpoint import Checkpointer as Checkpointer
 from .checkpoint import DataPosition as DataPosition
@@ -80,7 +84,9 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "ASGDState",
     "AdadeltaState",
+    "AdafactorState",
     "AdagradState",
     "AdamState",
     "AdamaxState",
@@ -90,6 +96,7 @@ __all__ = [
     "LBFGSState",
     "LeafContext",
     "MuonState",
+    "NAdamState",
     "Optimizer",
     "ParamGroupsState",
     "RAdamState",
@@ -101,11 +108,13 @@ __all__ = [
     "Schedule",
     "SparseAdamState",
     "adadelta",
+    "adafactor",
     "adagrad",
     "adam",
     "adamax",
     "adamw",
     "as_optax",
+    "asgd",
     "check_finite",
     "chunked",
     "crosscheck",
@@ -117,6 +126,7 @@ __all__ = [
     "losses",
     "models",
     "muon",
+    "nadam",
     "param_groups",
     "radam",
     "rmsprop",

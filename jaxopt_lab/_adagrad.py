@@ -7,9 +7,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from . import _complex as C
 from . import _kernels as K
 from ._base import Optimizer, ScalarOrSchedule
-from ._checks import check_ignored_flags, check_number, check_range, is_schedule
+from ._checks import check_ignored_flags, check_number, check_range, may_be_nonzero
 from ._leafwise import LeafContext, ScalarMath, leafwise
 
 
@@ -66,7 +67,7 @@ def adagrad(
         f"Invalid initial_accumulator_value value: {initial_accumulator_value}",
     )
     check_range(eps, lambda v: v >= 0.0, f"Invalid epsilon value: {eps}")
-    use_decay = is_schedule(weight_decay) or weight_decay != 0
+    use_decay = may_be_nonzero(weight_decay)
 
     def init_leaf(p: jax.Array) -> tuple[jax.Array]:
         return (jnp.full_like(p, initial_accumulator_value),)  # torch.full_like
@@ -84,8 +85,11 @@ def adagrad(
         (state_sum,) = bufs
         s = ctx.scalars
         g = -g if maximize else g
-        if use_decay:
-            g = K.add(g, p, s["weight_decay"])
+        if use_decay:  # grad.add(param, alpha=wd), on the complex tensors for a complex param
+            if ctx.complex:
+                g = C.add(g, p, s["weight_decay"], ctx.zero)
+            else:
+                g = K.add(g, p, s["weight_decay"])
         state_sum = K.addcmul(state_sum, g, g, s["one"])  # state_sum.addcmul_(grad, grad, 1)
         std = K.add_scalar(K.sqrt(state_sum), s["eps"])  # state_sum.sqrt().add_(eps)
         return K.addcdiv(p, g, std, s["neg_clr"]), (state_sum,)  # addcdiv_(.., value=-clr)

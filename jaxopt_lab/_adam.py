@@ -7,10 +7,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from . import _complex as C
 from . import _kernels as K
 from . import _native
 from ._base import Optimizer, ScalarOrSchedule
-from ._checks import check_ignored_flags, check_number, check_range, is_schedule, require
+from ._checks import check_ignored_flags, check_number, check_range, may_be_nonzero, require
 from ._leafwise import LeafContext, ScalarMath, leafwise
 
 
@@ -94,7 +95,7 @@ def adam(
     check_range(beta1, lambda v: 0.0 <= v < 1.0, f"Invalid beta parameter at index 0: {beta1}")
     check_range(beta2, lambda v: 0.0 <= v < 1.0, f"Invalid beta parameter at index 1: {beta2}")
     check_range(weight_decay, lambda v: v >= 0.0, f"Invalid weight_decay value: {weight_decay}")
-    use_decay = is_schedule(weight_decay) or weight_decay != 0
+    use_decay = may_be_nonzero(weight_decay)
 
     def init_leaf(p: jax.Array) -> tuple[Any, ...]:
         # One array per buffer: aliased buffers could not be donated together.
@@ -115,13 +116,15 @@ def adam(
             "bias_correction2_sqrt": math.sqrt(bias_correction2),
         }
 
-    def rule(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, s, zero):
+    def rule(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, s, zero, is_complex=False):
         g = -g if maximize else g
-        if use_decay:
-            if decoupled_weight_decay:
-                p = K.mul(p, s["decay"], zero)  # param.mul_(1 - lr * weight_decay)
+        if use_decay:  # on the complex tensors, before torch's view_as_real
+            if decoupled_weight_decay:  # param.mul_(1 - lr * weight_decay)
+                p = (C.mul if is_complex else K.mul)(p, s["decay"], zero)
+            elif is_complex:  # grad.add(param, alpha=weight_decay)
+                g = C.add(g, p, s["weight_decay"], zero)
             else:
-                g = K.add(g, p, s["weight_decay"])  # grad.add(param, alpha=weight_decay)
+                g = K.add(g, p, s["weight_decay"])
         exp_avg = K.lerp(exp_avg, g, s["one_minus_beta1"])
         # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         exp_avg_sq = K.addcmul(K.mul(exp_avg_sq, s["beta2"], zero), g, g, s["one_minus_beta2"])
@@ -143,7 +146,9 @@ def adam(
         return out if amsgrad else out[:3]
 
     def update_leaf(p, g, bufs, ctx: LeafContext):
-        p, exp_avg, exp_avg_sq, max_exp_avg_sq = rule(p, g, *bufs, ctx.scalars, ctx.zero)
+        p, exp_avg, exp_avg_sq, max_exp_avg_sq = rule(
+            p, g, *bufs, ctx.scalars, ctx.zero, ctx.complex
+        )
         return p, (exp_avg, exp_avg_sq, max_exp_avg_sq)
 
     target = "jaxopt_lab_amsgrad_f32" if amsgrad else "jaxopt_lab_adam_f32"

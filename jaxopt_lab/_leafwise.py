@@ -57,8 +57,8 @@ class ScalarMath(NamedTuple):
             double_value = getattr(value, "double_value", None)
             exact = double_value is not None and not self.wide  # float64 holds the double
             value = double_value(self.count) if exact else value(self.count)
-        if jnp.iscomplexobj(value):  # optax.inject_hyperparams casts to complex params' dtype
-            value = jnp.real(value)
+        if jnp.issubdtype(getattr(value, "dtype", float), jnp.complexfloating):
+            value = jnp.real(value)  # optax.inject_hyperparams casts to complex params' dtype
         return _double.lift(value, self.wide, self.count)
 
     @property
@@ -180,8 +180,7 @@ def leafwise(
         views = [_complex.view_as_real(x) for x in (*ps, *gs)]
         new_ps, new_bufs = each(views[: len(ps)], views[len(ps) :], real, ctx)
         back = [
-            tuple(None if b is None else _complex.view_as_complex(b) for b in bb)
-            for bb in new_bufs
+            tuple(None if b is None else _complex.view_as_complex(b) for b in bb) for bb in new_bufs
         ]
         return [_complex.view_as_complex(p) for p in new_ps], back
 

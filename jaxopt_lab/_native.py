@@ -186,8 +186,8 @@ def _load() -> Status:
     except RuntimeError as e:
         return Status(False, f"JAX has no CPU backend in this process ({e})", build, jaxlib)
     try:
-        for name, capsule in _native_ext.handlers().items():
-            jax.ffi.register_ffi_target(name, capsule, platform="cpu")
+        for target, capsule in _native_ext.handlers().items():
+            jax.ffi.register_ffi_target(target, capsule, platform="cpu")
     except Exception as e:  # XLA's error type differs between jaxlib versions
         why = f"XLA refused its FFI handlers{built}: {e}; {REBUILD_HINT}"
         return Status(False, why, build, jaxlib)

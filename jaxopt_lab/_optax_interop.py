@@ -13,16 +13,16 @@ from ._base import Optimizer, Params
 
 @jax.tree_util.register_pytree_node_class
 class _Probe:
-    """A one-leaf params tree of a type no state contains, to find the params-shaped subtrees."""
+    """A params tree of a type no state contains, to find the params-shaped subtrees."""
 
-    def __init__(self, leaf: Any) -> None:
-        self.leaf = leaf
+    def __init__(self, *leaves: Any) -> None:
+        self.leaves = leaves
 
-    def tree_flatten(self) -> tuple[tuple[Any], None]:
-        return (self.leaf,), None
+    def tree_flatten(self) -> tuple[tuple[Any, ...], None]:
+        return self.leaves, None
 
     @classmethod
-    def tree_unflatten(cls, aux: None, children: tuple[Any]) -> _Probe:
+    def tree_unflatten(cls, aux: None, children: tuple[Any, ...]) -> _Probe:
         del aux
         return cls(*children)
 
@@ -31,17 +31,29 @@ def _is_probe(x: Any) -> bool:
     return isinstance(x, _Probe)
 
 
+# Probe leaves, tried in order: one of each rank first, so that a field kept only for some
+# shapes (Adafactor's factored ``row_var`` for >= 2-D, ``variance`` below) is found params-shaped;
+# then a 2-D leaf alone, for optimizers that take nothing else (Muon).
+_PROBES = (((), (1,), (1, 1)), ((1, 1),))
+
+
 def _init_empty(opt: Optimizer, params: Params) -> Any:
     """The state ``opt.init`` would give for ``params`` that have no leaves.
 
     torch refuses an empty parameter list (so does ``opt.init``), but an optax transformation
     must accept one: ``optax.tree.map_params`` initializes with an empty placeholder tree, and
     ``optax.partition``/``masked`` hand over empty or fully masked subtrees. The state is built
-    for a one-leaf probe, and each probe-shaped subtree (a buffer shaped like the params) is
-    replaced by the empty params tree itself, which is what a state made for them holds.
+    for a probe params tree, and each probe-shaped subtree (a buffer tree shaped like the params)
+    is replaced by the empty params tree itself, which is what a state made for them holds.
     """
     empty = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), [])
-    state = opt.init(_Probe(jnp.zeros((1, 1), jnp.float32)))
+    for shapes in _PROBES:
+        try:
+            state = opt.init(_Probe(*(jnp.zeros(s, jnp.float32) for s in shapes)))
+            break
+        except (ValueError, TypeError):
+            if shapes is _PROBES[-1]:
+                raise
     return jax.tree.map(lambda x: empty if _is_probe(x) else x, state, is_leaf=_is_probe)
 
 

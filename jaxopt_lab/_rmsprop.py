@@ -128,8 +128,9 @@ def rmsprop(
             return K.addcdiv(p, g, avg, s["neg_lr"]), buf  # param.addcdiv_(grad, avg, -lr)
 
         if dynamic_momentum:
-            # torch's `if momentum > 0`, at run time. A cond, not a select: XLA would hoist the
-            # common `p +` out of a select of the two results and so unfuse add(alpha=-lr).
+            # torch's `if momentum > 0`, at run time. A cond, not a select: on 0-d leaves LLVM
+            # folds select(c, p + x*y, p + q) into p + select(c, x*y, q), and the product then
+            # rounds on its own (add(alpha=-lr) loses its FMA; measured 18 of 200 scalars).
             p, buf = jax.lax.cond(s["momentum"] > 0, with_momentum, without)
         else:
             p, buf = with_momentum() if use_momentum else without()

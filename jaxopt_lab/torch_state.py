@@ -81,7 +81,7 @@ _SWITCHES = frozenset({"foreach", "fused", "capturable", "differentiable"})
 
 def _hyper(kind: str) -> tuple[str, ...]:
     """torch param_group keys that are hyper-parameters of ours (same names, the factory's)."""
-    return tuple(k for k in registry.get(kind).defaults() if k not in _SWITCHES) + ("lr",)
+    return (*(k for k in registry.get(kind).defaults() if k not in _SWITCHES), "lr")
 
 
 _MAX_STEP = 2**24  # float32 counts every integer up to here; torch's own step is exact below it

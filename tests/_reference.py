@@ -139,7 +139,10 @@ def torch_trajectory(
             sched.step()
         record = {"params": [from_torch(p) for p in params]}
         for field in _fields(case):
-            record[field] = [from_torch(opt.state[p][field]) for p in params]
+            # None where torch keeps no such key for this param (Adafactor factors some only)
+            record[field] = [
+                from_torch(opt.state[p][field]) if field in opt.state[p] else None for p in params
+            ]
         out.append(record)
     return out
 
@@ -157,7 +160,10 @@ def jax_trajectory(
         params, state = update(params, [jax.numpy.asarray(g) for g in grads], state)
         record = {"params": [np.asarray(p) for p in params]}
         for field in _fields(case):
-            record[field] = [np.asarray(x) for x in getattr(state, field)]
+            record[field] = [
+                None if x is None else np.asarray(x)
+                for x in jax.tree.leaves(getattr(state, field), is_leaf=lambda x: x is None)
+            ]
         out.append(record)
     return out
 

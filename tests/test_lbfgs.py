@@ -318,6 +318,7 @@ _MODES = [("float64", True), ("float32", True), ("float32", False)]
 _MODE_IDS = ["f64", "f32-x64on", "f32-x64off"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("dtype", "x64"), _MODES, ids=_MODE_IDS)
 @pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
 def test_bitwise_sequential(row: Row, dtype: str, x64: bool):

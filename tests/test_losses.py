@@ -48,7 +48,8 @@ DTYPES = {"float32": (np.float32, torch.float32), "float64": (np.float64, torch.
 #           smoothing mix 5: ~20 with A <= 3 (|lse|, |x_t| vs the loss)              B = 60
 #   -> K = 64 for these.
 # In float64 that is <= 1.4e-14 relative to the largest entry (the issue asks ~1e-12); in
-# float32 <= 7.6e-6. Measured over the whole table: ``python experiments/loss_report.py`` (results/losses.md).
+# float32 <= 7.6e-6. Measured over the whole table: ``python experiments/loss_report.py``
+# (results/losses.md).
 K_ULPS = {
     "l1_loss": 16,
     "mse_loss": 16,

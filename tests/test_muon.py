@@ -257,6 +257,7 @@ def test_float32_trajectory(case, x64):
     _check_trajectory(case, np.float32, x64)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", MUON_CASES, ids=lambda c: c.desc)
 def test_float64_trajectory(case):
     _check_trajectory(case, np.float64, True)
@@ -329,6 +330,7 @@ def _check_stage(ours: Any, theirs: Any, exact: np.ndarray, err: np.ndarray, wha
     return int(differ.sum())
 
 
+@pytest.mark.slow
 def test_ns_stage_differences_are_accumulation_order_only():
     a, b, c = M.NS_COEFFICIENTS
     flips = total = 0
@@ -402,6 +404,7 @@ def _exact_ns(u: np.ndarray, steps: int) -> np.ndarray:
     return x.T if tall else x
 
 
+@pytest.mark.slow
 def test_ns_accuracy_matches_torch():
     """Both bfloat16 iterations against the float64 one, after 0..5 steps (see the docstring)."""
     zero = opaque_zero(jnp.int32(0), jnp.float32)

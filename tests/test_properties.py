@@ -1,8 +1,8 @@
 """Property tests (hypothesis) over random pytrees, hyper-parameters and gradient scales.
 
-For the first five optimizers (SGD, Adam, AdamW, RMSprop, Adagrad) with random hyper-parameters, on random
-pytrees (nested dict/list/tuple; shapes incl. 0-d and empty; float32/float64/bfloat16/float16
-leaves) and gradients of random scale (1e-3..1e3, signs, zeros):
+For the first five optimizers (SGD, Adam, AdamW, RMSprop, Adagrad) with random hyper-parameters,
+on random pytrees (nested dict/list/tuple; shapes incl. 0-d and empty;
+float32/float64/bfloat16/float16 leaves) and gradients of random scale (1e-3..1e3, signs, zeros):
 
 1. (no "jit equals eager": ``update`` is always jitted, see the note at the end of this file);
 2. the second jitted step does not recompile;

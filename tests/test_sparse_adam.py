@@ -243,6 +243,7 @@ def test_float32_bitwise(case, x64):
     _compare(ours, _torch(case, np.float32), check)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", SPARSE_CASES, ids=lambda c: c.desc)
 def test_float64_trajectory(case):
     with jax.enable_x64(True):
@@ -259,6 +260,7 @@ def test_float64_trajectory(case):
 LOW_PRECISION_STEPS = 50
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [ml_dtypes.bfloat16, np.float16], ids=["bfloat16", "float16"])
 @pytest.mark.parametrize("case", SPARSE_CASES, ids=lambda c: c.desc)
 def test_low_precision_bitwise(case, dtype):
@@ -316,6 +318,7 @@ def _ordered_sum(flat: np.ndarray, vals: np.ndarray, order: np.ndarray) -> dict[
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nnz", [16, 17, 200, 5_000, 32_767, 32_768, 40_000])
 def test_coalesce_summation_order(nnz):
     """Duplicates (here ~4 per index): ours are summed in the order they appear, torch's in the
