@@ -146,7 +146,8 @@ ALGORITHMS: tuple[Algorithm, ...] = (
         ("square_avg", "acc_delta"),
         optax="optax.adadelta",
         optax_exact=True,
-        optax_differences="no weight decay or maximize (chained transforms)",
+        optax_differences="weight_decay is optax's L2 term, as torch's; maximize is a chained "
+        "transform; learning_rate=None returns the un-negated step",
     ),
     Algorithm("asgd", "ASGD", ("eta", "mu", "ax"), optax=None, optax_differences="no optax ASGD"),
     Algorithm(
