@@ -18,11 +18,11 @@ CIFAR_ARGS ?= --optimizer sgd --lr 0.01 --batch-size 64 --epochs 20 --out $(OUT)
 
 .PHONY: test test-slow cifar lint venv clean
 
-$(STAMP): pyproject.toml setup.py jaxopt_lab/csrc/native.cc
+$(STAMP): pyproject.toml setup.py jaxopt_lab/optim/csrc/native.cc
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[test,dev]"
+	$(BIN)/python -m pip install -q -e ".[lab,test,dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)

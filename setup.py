@@ -3,11 +3,11 @@
 Everything else about the package is in pyproject.toml. The extension compiles against the XLA
 FFI headers that jaxlib ships (a build requirement). If it cannot be built (no C++17 compiler, no
 jaxlib in the build environment), the install goes on without it and every optimizer uses its
-pure-JAX rule; ``jaxopt_lab._native`` says so once, at the first update that would have used it.
+pure-JAX rule; ``jaxopt_lab.optim.native`` says so once, at the first update that would have used it.
 
 The headers are those of the *build* environment's jaxlib (pip's isolated build env: the newest
 jaxlib on the index), while the kernels run under the user's jaxlib. A handler built against
-newer FFI headers than the running jaxlib supports is refused by XLA; ``jaxopt_lab._native`` then
+newer FFI headers than the running jaxlib supports is refused by XLA; ``jaxopt_lab.optim.native`` then
 falls back to the pure rules with one warning. ``pip install --no-build-isolation jaxopt_lab``
 builds against the jaxlib already installed.
 
@@ -44,8 +44,8 @@ def jaxlib_headers() -> tuple[list[str], str]:
 
 include_flags, jaxlib_version = jaxlib_headers()
 native = Extension(
-    "jaxopt_lab._native_ext",
-    sources=["jaxopt_lab/csrc/native.cc"],
+    "jaxopt_lab.optim._native_ext",
+    sources=["jaxopt_lab/optim/csrc/native.cc"],
     language="c++",
     define_macros=[("JOL_JAXLIB_VERSION", f'"{jaxlib_version}"')],
     extra_compile_args=[

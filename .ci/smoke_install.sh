@@ -7,7 +7,7 @@
 # directory outside the checkout runs the smoke check below in each: the package imports from the
 # venv; one Adam step on a 10,000-element float32 leaf (and two more) is bitwise the same with
 # JAXOPT_LAB_NATIVE=off and =auto; where a C++ compiler is present the one-pass kernel is built,
-# passes its self-test (jaxopt_lab._native.status()) and is in the lowered update; without one,
+# passes its self-test (jaxopt_lab.optim.native.status()) and is in the lowered update; without one,
 # the package still works and says why the kernels are off.
 #
 # The sdist is installed with hostile compiler flags (CFLAGS/CXXFLAGS/LDFLAGS="-O2 -ffast-math"):
@@ -55,11 +55,11 @@ say "building the sdist (no compile) and the wheel (isolated build env: setuptoo
 SDIST="$(ls "$WORK"/dist/*.tar.gz)"
 WHEEL="$(ls "$WORK"/dist/*.whl)"
 say "built $(basename "$SDIST") and $(basename "$WHEEL")"
-grep -q "jaxopt_lab/csrc/native.cc" <<<"$(tar -tzf "$SDIST")" || { echo "no native.cc in sdist"; exit 1; }
+grep -q "jaxopt_lab/optim/csrc/native.cc" <<<"$(tar -tzf "$SDIST")" || { echo "no native.cc in sdist"; exit 1; }
 if [ $EXPECT_KERNEL = 1 ]; then
   "$WORK/tools/bin/python" -c 'import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
-sys.exit(not any(n.startswith("jaxopt_lab/_native_ext") for n in names))' "$WHEEL" \
+sys.exit(not any(n.startswith("jaxopt_lab/optim/_native_ext") for n in names))' "$WHEEL" \
     || { echo "the wheel lacks the C++ extension although ${CXX_BIN} is here"; exit 1; }
 fi
 

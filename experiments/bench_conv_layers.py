@@ -3,11 +3,11 @@
 
     python experiments/bench_conv_layers.py            # ~1 min on 2 cores
 
-For the three 5x5 convolutions of :class:`jaxopt_lab.models.CifarCNN` at batch 64 it times the
+For the three 5x5 convolutions of :class:`jaxopt_lab.cifar.models.CifarCNN` at batch 64 it times the
 forward pass, the input gradient (``dx``) and the weight gradient (``dw``) alone:
 
 * JAX: ``lax.conv_general_dilated`` in NHWC/HWIO, each pass jitted with the train step's CPU
-  options (:func:`jaxopt_lab.train.compiler_options`);
+  options (:func:`jaxopt_lab.cifar.train.compiler_options`);
 * torch: ``torch.nn.grad.conv2d_input`` / ``conv2d_weight`` and ``F.conv2d`` on
   ``channels_last`` tensors (what torch's eager ``channels_last`` step runs).
 
@@ -49,7 +49,7 @@ def _median_ms(fn: Callable[[], Any], reps: int = 30) -> float:
 def jax_passes(hw: int, cin: int, cout: int) -> dict[str, Callable[[], Any]]:
     import jax
 
-    from jaxopt_lab import train
+    from jaxopt_lab.cifar import train
 
     options = train.compiler_options(jax.default_backend()) or None
     rng = np.random.default_rng(0)

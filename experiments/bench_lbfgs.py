@@ -14,7 +14,8 @@ params and a fresh state and runs one torch-style ``step``: ``max_iter=20`` iter
   ``jol``: ``jax.jit(opt.step)`` with the closure ``jax.value_and_grad(loss)`` traced inside;
   ``torch``: ``torch.optim.LBFGS(...).step(closure)`` with an autograd closure;
   ``optax``: 20 ``optax.lbfgs(learning_rate=1, linesearch=None)`` updates in one jitted
-  ``fori_loop`` (optax's first-step scale differs, see ``jaxopt_lab._lbfgs``; the work is the same).
+  ``fori_loop`` (optax's first-step scale differs, see ``jaxopt_lab.optim.lbfgs``; the work is the
+  same).
 * ``wolfe``: jol and torch with ``line_search_fn="strong_wolfe"`` (``max_eval`` 25; the step
   may stop before 20 iterations, when the search finds no decrease: iterations and evaluations are
   reported); optax's default zoom line search for as many updates as jol/torch took iterations,

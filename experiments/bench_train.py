@@ -8,16 +8,17 @@ Each measurement runs in its own subprocess (one JAX variant per process: a vari
 thread pools would otherwise load the next one), and the subprocesses run twice in alternating
 order; a configuration's number is the better of its two medians. Measured:
 
-* ``jax``: :data:`jaxopt_lab.train.train_step` as shipped, on :class:`jaxopt_lab.models.CifarCNN`
+* ``jax``: :data:`jaxopt_lab.cifar.train.train_step` as shipped, on
+  :class:`jaxopt_lab.cifar.models.CifarCNN`
   (reshape-based max-pool with a scatter-free gradient; XLA:CPU options from
-  :func:`jaxopt_lab.train.compiler_options`, i.e. Eigen instead of YNNPACK convolutions),
+  :func:`jaxopt_lab.cifar.train.compiler_options`, i.e. Eigen instead of YNNPACK convolutions),
   ``jol.sgd(lr=0.01, momentum=0.9)``;
 * ``jax_xla_default``: the same step jitted with XLA's default options, to show what
   the compiler options are worth;
 * ``jax_nn_max_pool``: the shipped step on the network with ``flax.linen.max_pool`` (whose
   gradient is a scatter on XLA:CPU), to show what the custom pooling is worth;
 * ``torch_nchw``, ``torch_channels_last``, ``torch_compile``: the same network from
-  :func:`jaxopt_lab.models.torch_cifar_cnn`, ``torch.optim.SGD(lr=0.01, momentum=0.9)``.
+  :func:`jaxopt_lab.cifar.models.torch_cifar_cnn`, ``torch.optim.SGD(lr=0.01, momentum=0.9)``.
 
 Reported: median step time and images/s at batch 64 and 256, and one epoch of the tutorial
 (156 steps of batch 64 from host memory, synthetic CIFAR-shaped data, host-to-device copies
@@ -72,7 +73,7 @@ def _nn_max_pool_cnn() -> Any:
     """CifarCNN with flax's ``nn.max_pool`` (whose gradient is a scatter on XLA:CPU)."""
     import flax.linen as nn
 
-    from jaxopt_lab.models import CifarCNN
+    from jaxopt_lab.cifar.models import CifarCNN
 
     class NNMaxPoolCNN(CifarCNN):
         @nn.compact
@@ -93,8 +94,8 @@ def jax_child(args: argparse.Namespace, variant: str) -> dict[str, Any]:
     import jax.numpy as jnp
 
     import jaxopt_lab as jol
-    from jaxopt_lab.models import CifarCNN
-    from jaxopt_lab.train import TrainState, _train_step, train_step
+    from jaxopt_lab.cifar.models import CifarCNN
+    from jaxopt_lab.cifar.train import TrainState, _train_step, train_step
 
     def fresh_state(model: Any) -> Any:
         params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
@@ -145,7 +146,7 @@ def jax_child(args: argparse.Namespace, variant: str) -> dict[str, Any]:
 def torch_child(args: argparse.Namespace, variant: str) -> dict[str, Any]:
     import torch
 
-    from jaxopt_lab.models import torch_cifar_cnn
+    from jaxopt_lab.cifar.models import torch_cifar_cnn
 
     out: dict[str, Any] = {"threads": torch.get_num_threads(), "steps": {}}
     fmt = torch.channels_last if variant == "channels_last" else torch.contiguous_format
@@ -337,8 +338,8 @@ def render(res: dict[str, Any]) -> str:
         "## bench_train: CIFAR CNN training step (float32, SGD momentum 0.9)",
         "",
         common.machine_markdown(res["machine"]),
-        "Best of the per-process medians. `jax`: `jaxopt_lab.train.train_step` as shipped "
-        "(XLA:CPU options from `jaxopt_lab.train.compiler_options`: Eigen convolutions); "
+        "Best of the per-process medians. `jax`: `jaxopt_lab.cifar.train.train_step` as shipped "
+        "(XLA:CPU options from `jaxopt_lab.cifar.train.compiler_options`: Eigen convolutions); "
         "`jax_xla_default`: the same step jitted with XLA's default options (YNNPACK "
         "convolutions); `jax_nn_max_pool`: the shipped step with `flax.linen.max_pool` "
         "(scatter gradient). Speed > 1: faster than torch `channels_last`.",

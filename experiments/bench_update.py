@@ -10,14 +10,15 @@ one step per round, round-robin (see ``_bench_common.interleaved``); medians aft
 step blocking on its result. Implementations:
 
 * ``jol``: ``jax.jit(opt.update, donate_argnums=(0, 2))`` as a user gets it: float32 leaves of
-  at least ``jaxopt_lab._native.MIN_SIZE`` elements (per kernel) take the one-pass C++ kernel
+  at least ``jaxopt_lab.optim.native.MIN_SIZE`` elements (per kernel) take the one-pass C++ kernel
   (Adam, AdamW, AMSGrad, momentum SGD), the rest XLA's fused loops;
 * ``jol_xla`` / ``jol_kernel``: the same with ``JAXOPT_LAB_NATIVE=off`` (XLA only) /
   ``=always`` (the kernel for every float32 leaf); ``--sizes 4k,16k,64k,256k --impls
   jol_xla,jol_kernel`` measures where the kernel starts to pay (``MIN_SIZE``);
 * ``jol_chunked`` (not run by default; superseded by the kernel on CPU): the XLA rule over
-  cache-sized slices (``jaxopt_lab._flat.chunked`` with its ``COMPILER_OPTIONS``);
-* ``jol_flat``: the state in one buffer per dtype (``jaxopt_lab._flat.flat``), multi-leaf sets only;
+  cache-sized slices (``jaxopt_lab.optim.flat.chunked`` with its ``COMPILER_OPTIONS``);
+* ``jol_flat``: the state in one buffer per dtype (``jaxopt_lab.optim.flat.flat``), multi-leaf sets
+  only;
 * ``optax``: ``optax.sgd/adam/adamw/adam(amsgrad)`` + ``apply_updates``, jitted and donated;
 * ``torch_loop`` / ``torch_foreach`` / ``torch_fused``: ``foreach=False`` / ``foreach=True`` /
   ``fused=True`` (CPU fused kernels exist for SGD, Adam, AdamW).
@@ -170,7 +171,7 @@ def make_step(
 
         init, jit_kw = tx.init, {}
     else:
-        from jaxopt_lab import _flat
+        from jaxopt_lab.optim import flat as _flat
 
         o = _jol_opt(opt)
         jit_kw = {}
@@ -204,7 +205,7 @@ def make_step(
 
 def applicable(impl: str, opt: str, size: str) -> bool:
     if impl == "jol_chunked":
-        from jaxopt_lab._flat import DEFAULT_CHUNK
+        from jaxopt_lab.optim.flat import DEFAULT_CHUNK
 
         return any(int(np.prod(s)) >= 2 * DEFAULT_CHUNK for s in SIZES[size])
     if impl == "jol_flat":

@@ -5,7 +5,8 @@
         --batch-size 64 --epochs 20 [--max-steps N] [--precision f32|f64] \\
         [--compare optax,torch] --out DIR
 
-All the logic lives in :mod:`jaxopt_lab.crosscheck`; this file parses flags, checks them, finds the
+All the logic lives in :mod:`jaxopt_lab.cifar.crosscheck`; this file parses flags, checks them,
+finds the
 data and reports errors as one line on stderr (exit 2 for bad flags, 1 for missing data or an
 unwritable output folder).
 """
@@ -244,7 +245,7 @@ def open_checkpoints(out: Path, args: argparse.Namespace) -> Any:
 
 def load_data(args: argparse.Namespace) -> tuple[Any, Any]:
     """(train set, eval set); with no --data, auto-detect or fall back to the synthetic stand-in."""
-    from jaxopt_lab.data import load_cifar10
+    from jaxopt_lab.cifar.data import load_cifar10
 
     source = args.data
     if source is not None and not Path(source).exists():
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             jax.config.update("jax_enable_x64", True)
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         import jaxopt_lab as jol
-        from jaxopt_lab import crosscheck
+        from jaxopt_lab.cifar import crosscheck
 
         config = crosscheck.CrossCheckConfig(
             optimizer=args.optimizer,

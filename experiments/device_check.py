@@ -18,7 +18,7 @@ Three sections, each written to ``device_check.{json,md}`` in ``--out`` as soon 
   byte counts) for jaxopt_lab, optax, torch ``foreach`` and ``fused``, as achieved GB/s and as a
   fraction of the device bandwidth measured in the same run (a device-to-device copy).
 * ``train``: the CIFAR CNN's training step (SGD lr 0.01, momentum 0.9, float32), images/s for
-  ``jaxopt_lab.train.train_step`` and torch (NCHW and channels_last), with each framework's
+  ``jaxopt_lab.cifar.train.train_step`` and torch (NCHW and channels_last), with each framework's
   default float32 convolution precision (TF32 on recent GPUs; recorded); then a short drift
   check: both trained from the same weights on the same batches with full float32 precision,
   the losses side by side. Data: CIFAR-10 images from ``--cifar-npz`` (``image`` uint8
@@ -75,7 +75,7 @@ def environment(device: str) -> dict[str, Any]:
     import jax
     import torch
 
-    from jaxopt_lab import _native
+    from jaxopt_lab.optim import native as _native
 
     st = _native.status()
     info = common.machine()
@@ -351,7 +351,7 @@ def cifar(path: str | None, n: int) -> tuple[np.ndarray, np.ndarray, str]:
 def _torch_model(device: str, channels_last: bool) -> Any:
     import torch
 
-    from jaxopt_lab.models import torch_cifar_cnn
+    from jaxopt_lab.cifar.models import torch_cifar_cnn
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return torch_cifar_cnn(seed=0).to(device).to(memory_format=fmt), fmt
@@ -364,8 +364,8 @@ def train_bench(cfg: argparse.Namespace, device: str) -> dict[str, Any]:
     import torch
 
     import jaxopt_lab as jol
-    from jaxopt_lab.models import CifarCNN, from_torch
-    from jaxopt_lab.train import TrainState, train_step
+    from jaxopt_lab.cifar.models import CifarCNN, from_torch
+    from jaxopt_lab.cifar.train import TrainState, train_step
 
     batches = [64] if cfg.dry_run else [64, 256]  # dry: the drift check reuses the compile
     reps, budget = (2, 1.0) if cfg.dry_run else (40, 10.0)
@@ -436,8 +436,8 @@ def drift(x_all: np.ndarray, y_all: np.ndarray, steps: int, device: str) -> dict
     import torch
 
     import jaxopt_lab as jol
-    from jaxopt_lab.models import CifarCNN, from_torch
-    from jaxopt_lab.train import TrainState, train_step
+    from jaxopt_lab.cifar.models import CifarCNN, from_torch
+    from jaxopt_lab.cifar.train import TrainState, train_step
 
     tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False

@@ -249,7 +249,7 @@ def python_version() -> str:
 
 @block
 def probe_timeout() -> str:
-    from jaxopt_lab import data
+    from jaxopt_lab.cifar import data
 
     return f"{g(data.PROBE_TIMEOUT_S)}-second"
 
@@ -279,7 +279,7 @@ def property_scales() -> str:
 
 @block
 def kernel_thresholds() -> str:
-    from jaxopt_lab import _native
+    from jaxopt_lab.optim import native as _native
 
     names = {
         "jaxopt_lab_adam_f32": "Adam/AdamW",
@@ -482,7 +482,7 @@ def loss_tutorial() -> str:
 
 @block
 def cnn_params() -> str:
-    from jaxopt_lab import models
+    from jaxopt_lab.cifar import models
 
     return count(models.NUM_PARAMS)
 
@@ -661,7 +661,7 @@ def handoff_figures() -> str:
 @block
 def handoff_cnn() -> str:
     T = tests_module("test_torch_state")
-    from jaxopt_lab import crosscheck
+    from jaxopt_lab.cifar import crosscheck
 
     n = T.CNN_STEPS
     return (

@@ -1,7 +1,8 @@
 """One row per algorithm: every fact about an optimizer that more than one module needs.
 
-The torch hand-off (:mod:`jaxopt_lab.torch_state`), the three-way cross-check
-(:mod:`jaxopt_lab.crosscheck`), the CIFAR command line (``experiments/cifar10.py``) and the test
+The torch hand-off (:mod:`jaxopt_lab.interop.torch_state`), the three-way cross-check
+(:mod:`jaxopt_lab.cifar.crosscheck`), the CIFAR command line (``experiments/cifar10.py``) and the
+test
 tables (``tests/cases.py``) read these rows instead of keeping their own lists. Adding an optimizer
 is its module (the factory, with torch's signature and defaults) plus one :class:`Algorithm` row
 here; the hyper-parameter names and defaults are read from the factory's signature, so they live
@@ -39,7 +40,8 @@ class Algorithm:
         optax: the closest optax optimizer (``"optax.nadam"``), or None where optax has none.
         optax_exact: whether that optax optimizer computes torch's math (only rounding differs).
         optax_differences: how optax differs from torch, measured (see the parity tests).
-        kernels: the one-pass CPU kernel targets the algorithm can use (``jaxopt_lab._native``).
+        kernels: the one-pass CPU kernel targets the algorithm can use
+            (``jaxopt_lab.optim.native``).
         per_step: whether it steps from one gradient (``update``) on any param shape, as the
             CIFAR cross-check drives it; L-BFGS needs a closure, Muon 2-D params, SparseAdam
             sparse gradients.

@@ -4,7 +4,7 @@ The run: a 4-8-3 tanh MLP with dropout on 24 fixed random examples, batches of 8
 per-epoch permutation (seeded by ``(shuffle_seed, epoch)``), a jitted step that splits the RNG key
 for the dropout mask, a jaxopt_lab optimizer, and a plateau-like auxiliary state (best loss, bad
 steps). Everything a resume needs is in :class:`RunState` plus the RNG key and the
-:class:`~jaxopt_lab.checkpoint.DataPosition`.
+:class:`~jaxopt_lab.cifar.checkpoint.DataPosition`.
 
 Imported by the test (the uninterrupted reference run), and run as a script by the kill test::
 
@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxopt_lab as jol
-from jaxopt_lab.checkpoint import Checkpointer, DataPosition
+from jaxopt_lab.cifar.checkpoint import Checkpointer, DataPosition
 
 N_EXAMPLES, BATCH = 24, 8
 BATCHES_PER_EPOCH = N_EXAMPLES // BATCH

@@ -150,7 +150,7 @@ class Case:
 
     @property
     def has_kernel(self) -> bool:
-        """Whether float32 leaves can take a one-pass CPU kernel (``jaxopt_lab._native``)."""
+        """Whether float32 leaves can take a one-pass CPU kernel (``jaxopt_lab.optim.native``)."""
         return self.algo in ("adam", "adamw") or (
             self.algo == "sgd"
             and (callable(self.kwargs.get("momentum")) or "momentum" in self.kwargs)

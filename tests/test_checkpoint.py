@@ -1,4 +1,5 @@
-"""jaxopt_lab.checkpoint: bit-exact round trips, bitwise resume, keep-last-N, clear errors, kills.
+"""jaxopt_lab.cifar.checkpoint: bit-exact round trips, bitwise resume, keep-last-N, clear errors,
+kills.
 
 The training run under test is ``_resume_worker`` (a tiny MLP with dropout, a shuffled data
 stream and a plateau-like auxiliary state). "Bitwise" means: same tree structure and node types,
@@ -26,7 +27,7 @@ import numpy as np
 import pytest
 
 import jaxopt_lab as jol
-from jaxopt_lab.checkpoint import Checkpointer, DataPosition
+from jaxopt_lab.cifar.checkpoint import Checkpointer, DataPosition
 
 REPO = Path(__file__).resolve().parents[1]
 KILL_SEED = 20261123  # picks the kill steps and the order of the phases

@@ -2,7 +2,7 @@
 
 torch steps a complex param on its real view (``torch.view_as_real``) except for the ops it runs
 on the complex tensors (SGD's whole update, the others' weight decay), whose ATen kernels round
-unlike the real ones (``jaxopt_lab._complex``). Each row of ``ROWS`` runs 100 steps of
+unlike the real ones (``jaxopt_lab.optim.complex_params``). Each row of ``ROWS`` runs 100 steps of
 ill-scaled complex gradients (real and imaginary parts drawn independently, with zeros):
 
 * complex64: bit for bit against torch's single-tensor path with a correctly rounded sqrt, with

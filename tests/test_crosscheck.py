@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import jaxopt_lab as jol
-from jaxopt_lab import crosscheck
-from jaxopt_lab.data import synthetic_cifar10
+from jaxopt_lab.cifar import crosscheck
+from jaxopt_lab.cifar.data import synthetic_cifar10
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = ROOT / "experiments" / "cifar10.py"

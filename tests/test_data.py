@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from jaxopt_lab import data
-from jaxopt_lab.data import Dataset, batches, load_cifar10, num_batches, synthetic_cifar10
+from jaxopt_lab.cifar import data
+from jaxopt_lab.cifar.data import Dataset, batches, load_cifar10, num_batches, synthetic_cifar10
 
 # --------------------------------------------------------------------------- tiny CIFAR-10s
 

@@ -1,4 +1,4 @@
-"""Double-single arithmetic (``jaxopt_lab._double``) against exact arithmetic, with x64 off.
+"""Double-single arithmetic (``jaxopt_lab.optim.double``) against exact arithmetic, with x64 off.
 
 Every computation runs jitted with ``jax.enable_x64(False)`` -- the mode users run, where the
 optimizers' double-precision scalars are float32 pairs -- so XLA's rewrites (reassociation,
@@ -42,8 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxopt_lab import _double as D
-from jaxopt_lab._leafwise import ScalarMath
+from jaxopt_lab.optim import double as D
+from jaxopt_lab.optim.leafwise import ScalarMath
 
 U = 2.0**-48
 N = 2000

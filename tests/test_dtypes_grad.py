@@ -7,8 +7,8 @@ import pytest
 from cases import ALGOS
 
 import jaxopt_lab as jol
-from jaxopt_lab import _double
-from jaxopt_lab._leafwise import ScalarMath
+from jaxopt_lab.optim import double as _double
+from jaxopt_lab.optim.leafwise import ScalarMath
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64, jnp.bfloat16, jnp.float16])

@@ -1,4 +1,4 @@
-"""The opt-in layouts of ``jaxopt_lab._flat`` are bitwise equal to the plain leafwise update.
+"""The opt-in layouts of ``jaxopt_lab.optim.flat`` are bitwise equal to the plain leafwise update.
 
 Whole float32 trajectories (params and every state field at every step) with ill-scaled
 gradients, over a tree with a small leaf, a leaf split into full slices plus a tail, and a leaf
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from cases import CASES
 
-from jaxopt_lab._flat import COMPILER_OPTIONS, chunked, flat, unflatten_state
+from jaxopt_lab.optim.flat import COMPILER_OPTIONS, chunked, flat, unflatten_state
 
 STEPS = 25
 CHUNK = 256

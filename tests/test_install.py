@@ -1,4 +1,5 @@
-"""Installs that cannot run the one-pass kernels degrade clearly (``jaxopt_lab._native.status``).
+"""Installs that cannot run the one-pass kernels degrade clearly
+(``jaxopt_lab.optim.native.status``).
 
 Each case runs in a fresh interpreter (the kernels are loaded once per process) in which the
 extension is made to fail the way it fails on users' machines: not built (no C++ compiler at
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import jaxopt_lab
-from jaxopt_lab import _native
+from jaxopt_lab.optim import native as _native
 
 # The children import the jaxopt_lab this process runs (a checkout or an installed copy).
 PACKAGE_PARENT = Path(jaxopt_lab.__file__).resolve().parents[1]
@@ -34,7 +35,7 @@ CHECK = """
 import json, os
 import jax, jax.numpy as jnp, numpy as np
 import jaxopt_lab as jol
-from jaxopt_lab import _native
+from jaxopt_lab.optim import native as _native
 
 def steps(mode):
     os.environ["JAXOPT_LAB_NATIVE"] = mode  # read when the update is traced
@@ -64,7 +65,7 @@ print(json.dumps({
 NOT_BUILT = """
 import sys
 
-sys.modules["jaxopt_lab._native_ext"] = None  # as if g++ had been missing at install
+sys.modules["jaxopt_lab.optim._native_ext"] = None  # as if g++ had been missing at install
 """
 
 REFUSED = """
@@ -72,7 +73,7 @@ import sys, types
 import jax
 
 # An extension as built against jaxlib 0.10.2 (whether or not g++ built the real one here).
-ext = types.ModuleType("jaxopt_lab._native_ext")
+ext = types.ModuleType("jaxopt_lab.optim._native_ext")
 ext.handlers = lambda: dict.fromkeys(["jaxopt_lab_adam_f32", "jaxopt_lab_sgd_momentum_f32"])
 ext.build_info = lambda: {"jaxlib": "0.10.2", "ffi_api": "0.3", "hardware_fma": True}
 sys.modules[ext.__name__] = ext
@@ -87,7 +88,7 @@ jax.ffi.register_ffi_target = refuse
 """
 
 MISWIRED = """
-from jaxopt_lab import _native_ext
+from jaxopt_lab.optim import _native_ext
 
 real = _native_ext.handlers()
 names = sorted(real)

@@ -39,8 +39,8 @@ import pytest
 from _reference import bitwise_equal_or_both_nan, correctly_rounded_torch_sqrt
 
 import jaxopt_lab as jol
-from jaxopt_lab._lbfgs import lbfgs_state_from_torch, lbfgs_state_to_torch
-from jaxopt_lab._line_search import sequential_reductions
+from jaxopt_lab.optim.lbfgs import lbfgs_state_from_torch, lbfgs_state_to_torch
+from jaxopt_lab.optim.line_search import sequential_reductions
 
 torch = pytest.importorskip("torch")
 
@@ -522,7 +522,7 @@ def test_update_needs_a_closure():
 
 
 # ---------------------------------------------------------------------------------------------
-# Differences from optax.lbfgs, one test per row of the table in jaxopt_lab/_lbfgs.py
+# Differences from optax.lbfgs, one test per row of the table in jaxopt_lab/optim/lbfgs.py
 # (optax's L-BFGS mixes int32 and int64 indices, which strict promotion rejects under x64)
 
 

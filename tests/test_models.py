@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from jaxopt_lab.models import (
+from jaxopt_lab.cifar.models import (
     NUM_PARAMS,
     CifarCNN,
     from_torch,

@@ -50,8 +50,8 @@ import pytest
 from _reference import bitwise_equal
 
 import jaxopt_lab as jol
-from jaxopt_lab import _muon as M
-from jaxopt_lab._kernels import opaque_zero
+from jaxopt_lab.optim import muon as M
+from jaxopt_lab.optim.kernels import opaque_zero
 
 torch = pytest.importorskip("torch")
 from torch.optim._muon import _zeropower_via_newtonschulz as torch_ns  # noqa: E402

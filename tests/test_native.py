@@ -1,4 +1,4 @@
-"""The one-pass CPU kernels (``jaxopt_lab._native``) equal the pure-JAX rules bit for bit.
+"""The one-pass CPU kernels (``jaxopt_lab.optim.native``) equal the pure-JAX rules bit for bit.
 
 Each row of ``cases.CASES`` that has a kernel (Adam, AdamW, AMSGrad, momentum SGD) runs a few
 steps twice, ``JAXOPT_LAB_NATIVE=off`` (XLA) and ``=always`` (kernel), on one problem holding
@@ -24,7 +24,7 @@ from _reference import bitwise_equal, ulp_distance
 from cases import CASES
 
 import jaxopt_lab as jol
-from jaxopt_lab import _native
+from jaxopt_lab.optim import native as _native
 
 KERNEL_CASES = [c for c in CASES if c.has_kernel]
 KERNELS = _native.status()

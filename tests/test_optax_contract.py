@@ -163,7 +163,7 @@ XFAIL: dict[str, dict[str, str]] = {
     },
     "asgd": {
         "inject": "_asgd.py's init computes eta with float(lr), which a traced lr cannot give; "
-        "needs jnp.asarray(lr, float32) when lr is traced (is_traced, jaxopt_lab._checks)"
+        "needs jnp.asarray(lr, float32) when lr is traced (is_traced, jaxopt_lab.optim.checks)"
     },
 }
 

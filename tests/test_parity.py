@@ -19,7 +19,7 @@ Tolerances, and where they come from:
   each ~1e-16 relative per step. 200 steps of such perturbations, amplified by at most
   1/(1-beta2) in Adam's second moment, stay well under 1e-12.
 * float32, bfloat16, float16, single-tensor path: **bit for bit**, through the pure-JAX rules and
-  again (``kernel``) through the one-pass CPU kernels of ``jaxopt_lab._native``
+  again (``kernel``) through the one-pass CPU kernels of ``jaxopt_lab.optim.native``
   (``JAXOPT_LAB_NATIVE=always``). For the algorithms that take a square root, torch runs with a
   correctly rounded sqrt patched in (see ``correctly_rounded_torch_sqrt``); the unpatched
   comparison is the ULP report in ``test_bitwise_report.py``. With special values two NaNs

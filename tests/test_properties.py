@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from test_torch_state import correctly_rounded_torch_sqrt
 
 import jaxopt_lab as jol
-from jaxopt_lab import torch_state as ts
+from jaxopt_lab.interop import torch_state as ts
 
 EXAMPLES = {"ci": 6, "dev": 200}  # per optimizer and test; Adam/AdamW get a quarter
 _COMMON = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
@@ -269,5 +269,5 @@ def test_zero_lr_keeps_params(name: str) -> None:
 
 
 # No "jit == eager" property: ``leafwise`` always jits ``update`` (op-by-op dispatch would not
-# contract ``a + s * b`` into the FMA torch's kernels compute, see jaxopt_lab/_kernels.py), so
+# contract ``a + s * b`` into the FMA torch's kernels compute, see jaxopt_lab/optim/kernels.py), so
 # there is no eager path to compare, and under ``jax.disable_jit()`` the results differ by design.

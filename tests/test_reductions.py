@@ -1,4 +1,4 @@
-"""torch's CPU reductions (``jaxopt_lab._reductions``) against torch, bit for bit, x64 off.
+"""torch's CPU reductions (``jaxopt_lab.optim.reductions``) against torch, bit for bit, x64 off.
 
 Adafactor reads ``vector_norm`` over all elements, the last dim and the second-to-last, and
 ``mean`` over the second-to-last, and torch sums each in an order of its own (8 float32 lanes, a
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from _reference import bitwise_equal, from_torch, to_torch
 
-from jaxopt_lab import _reductions
-from jaxopt_lab._kernels import opaque_zero
+from jaxopt_lab.optim import reductions as _reductions
+from jaxopt_lab.optim.kernels import opaque_zero
 
 torch = pytest.importorskip("torch")
 

@@ -1,4 +1,4 @@
-"""``jaxopt_lab.swa_utils`` against ``torch.optim.swa_utils``: one table of averaging
+"""``jaxopt_lab.optim.swa_utils`` against ``torch.optim.swa_utils``: one table of averaging
 configurations, one of SWALR configurations, and update_bn on a Conv/Linear + BatchNorm model with
 torch's weights transferred.
 
@@ -29,7 +29,7 @@ from torch.optim import lr_scheduler as L
 from torch.optim import swa_utils as tsu
 
 from jaxopt_lab import schedules as S
-from jaxopt_lab import swa_utils as swa_utils
+from jaxopt_lab.optim import swa_utils
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 STEPS = 50

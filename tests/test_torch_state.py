@@ -36,8 +36,8 @@ import pytest
 import torch
 
 import jaxopt_lab as jol
-from jaxopt_lab import models
-from jaxopt_lab import torch_state as ts
+from jaxopt_lab.cifar import models
+from jaxopt_lab.interop import torch_state as ts
 
 STEPS = 50  # steps before and after the hand-off
 
@@ -544,7 +544,7 @@ def test_cnn_handoff_across_layouts(direction: str) -> None:
     convolutions summing in different orders), while the hand-off itself must be exact: the
     state converted there and back is compared bit for bit.
     """
-    from jaxopt_lab import crosscheck, train
+    from jaxopt_lab.cifar import crosscheck, train
 
     rng = np.random.default_rng(0)
     batches = [

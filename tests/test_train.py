@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import jaxopt_lab as jol
-from jaxopt_lab import train
-from jaxopt_lab.crosscheck import rel_param_distance
-from jaxopt_lab.data import batches, synthetic_cifar10
+from jaxopt_lab.cifar import train
+from jaxopt_lab.cifar.crosscheck import rel_param_distance
+from jaxopt_lab.cifar.data import batches, synthetic_cifar10
+from jaxopt_lab.cifar.models import CifarCNN
 from jaxopt_lab.losses import cross_entropy
-from jaxopt_lab.models import CifarCNN
 
 
 class TinyNet(nn.Module):

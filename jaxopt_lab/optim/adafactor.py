@@ -1,0 +1,267 @@
+"""Adafactor, as ``torch.optim.Adafactor``."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxopt_lab.optim import double as _double
+from jaxopt_lab.optim import kernels as K
+from jaxopt_lab.optim.base import Optimizer, ScalarOrSchedule
+from jaxopt_lab.optim.checks import (
+    check_ignored_flags,
+    check_number,
+    check_range,
+    may_be_nonzero,
+    require,
+)
+from jaxopt_lab.optim.grouped import GroupContext, grouped
+from jaxopt_lab.optim.leafwise import ScalarMath
+from jaxopt_lab.optim.reductions import mean, vector_norm
+
+_VECTOR_BLOCK = 32  # ATen's vectorized loop: 2 x Vectorized<BFloat16/Half>::size() (AVX2)
+
+
+class AdafactorState(NamedTuple):
+    """``count`` (int32) and torch's per-param state: for a param with two or more dims the row
+    and column factors ``row_var`` (shape ``(..., m, 1)``) and ``col_var`` (``(..., 1, n)``) of
+    its second moment, else the full ``variance``; the other fields hold ``None`` at that leaf.
+    """
+
+    count: jax.Array
+    row_var: Any
+    col_var: Any
+    variance: Any
+
+
+def adafactor(
+    lr: ScalarOrSchedule = 1e-2,
+    beta2_decay: ScalarOrSchedule = -0.8,
+    eps: tuple[ScalarOrSchedule | None, ScalarOrSchedule] = (None, 1e-3),
+    d: ScalarOrSchedule = 1.0,
+    weight_decay: ScalarOrSchedule = 0.0,
+    *,
+    foreach: bool | None = None,
+    maximize: bool = False,
+) -> Optimizer:
+    r"""Adafactor (Shazeer and Stern 2018) as torch 2.13 implements it, exactly.
+
+    With :math:`t` the 1-based step, :math:`G_t` the gradient (negated if ``maximize``), and
+    for a param of two or more dims factored on its last two (:math:`m \times n`):
+
+    .. math::
+
+        \hat\beta_{2,t} &= 1 - t^{\tau}, \quad
+            \rho_t = \min(\gamma, 1/\sqrt t), \quad
+            \alpha_t = \max(\epsilon_2, \operatorname{RMS}(\theta_{t-1})) \rho_t \\
+        \theta &\leftarrow \theta (1 - \gamma\lambda) \\
+        R_t &= \operatorname{lerp}(R_{t-1}, \overline{G_t^2}^{\,\text{row}}, 1 - \hat\beta_{2,t}),
+            \quad C_t = \operatorname{lerp}(C_{t-1},
+            \overline{G_t^2}^{\,\text{col}}, 1 - \hat\beta_{2,t}) \\
+        \hat V_t &= R_t C_t / \max(\overline{R_t}, \epsilon_1)
+            \quad \text{(else } \hat V_t = V_t = \operatorname{lerp}(V_{t-1}, G_t^2,
+            1 - \hat\beta_{2,t})\text{)} \\
+        U_t &= G_t / \sqrt{\max(\hat V_t, \epsilon_1^2)} \\
+        \theta_t &= \theta - \frac{\alpha_t}{\max(1, \operatorname{RMS}(U_t) / d)} U_t
+
+    where :math:`\overline{G^2}^{\text{row}}` is torch's ``norm(G, dim=-1)**2 / n`` (and the
+    column one over ``dim=-2``). Like torch, the RMS values come from float norms read back as
+    Python doubles (``.item()``), and :math:`\alpha_t`, the clipping and the step are computed in
+    double precision and rounded once; the norms and the mean of :math:`R_t` reproduce torch's
+    CPU summation order (:mod:`jaxopt_lab.optim.reductions`).
+
+    Args:
+      lr: :math:`\gamma` (number or schedule): a cap on the relative step size.
+      beta2_decay: :math:`\tau \le 0`, the decay rate of :math:`\hat\beta_{2,t}`.
+      eps: :math:`(\epsilon_1, \epsilon_2)`; ``None`` for :math:`\epsilon_1` is torch's
+        ``finfo(dtype).eps`` of the *first* param (torch resolves it once per group).
+      d: the clipping threshold :math:`d \ge 1`.
+      weight_decay: :math:`\lambda` (decoupled, scaled by :math:`\gamma`).
+      maximize: ascend instead of descend.
+      foreach: torch implementation switch, accepted and ignored.
+
+    Returns:
+      An :class:`~jaxopt_lab.Optimizer` with :class:`AdafactorState`.
+
+    Differences from torch.optim:
+      * torch keeps a float32 ``step`` tensor per parameter; here one int32 ``count``.
+      * torch raises ``ZeroDivisionError`` for an empty param (``0 / 0 ** 0.5``); here its
+        (empty) update is a no-op.
+      * bfloat16/float16: torch's vectorized ``rsqrt`` rounds ``1/sqrt(x)`` once, its scalar
+        tail (the last ``numel % 32`` elements) rounds the ``sqrt`` to the dtype first; both are
+        reproduced for leaves below 32,768 elements, beyond which torch splits the loop across
+        threads (its tails then depend on the thread count).
+      * optax's ``adafactor`` is another algorithm: it factors only the two largest dims, uses
+        :math:`\hat\beta_{2,t} = 1 - t^{-0.8}` with ``decay_rate`` and ``eps`` inside the
+        moments, clips the update by its RMS before a momentum-free step ``-lr * scale`` with
+        a relative step size of its own (``multiply_by_parameter_scale``), and has no
+        :math:`\rho_t = \min(\gamma, 1/\sqrt t)` cap.
+    """
+    check_ignored_flags(foreach, None, False, False)
+    require(
+        isinstance(eps, (tuple, list)) and len(eps) == 2,
+        f"eps must be a pair (eps1 or None, eps2), got {eps!r}",
+        TypeError,
+    )
+    eps1, eps2 = eps
+    for name, value in (
+        ("lr", lr),
+        ("beta2_decay", beta2_decay),
+        ("eps[1]", eps2),
+        ("d", d),
+        ("weight_decay", weight_decay),
+    ):
+        check_number(value, name)
+    if eps1 is not None:
+        check_number(eps1, "eps[0]")
+    check_range(lr, lambda v: 0.0 <= v, f"Learning rate should be >= 0 but is: {lr}")
+    check_range(
+        beta2_decay, lambda v: 0.0 >= v, f"beta2_decay should be <= 0 but is: {beta2_decay}"
+    )
+    if eps1 is not None:
+        check_range(eps1, lambda v: 0.0 <= v, f"epsilon1 should be >= 0 but is: {eps1}")
+    check_range(eps2, lambda v: 0.0 <= v, f"epsilon2 should be >= 0 but is: {eps2}")
+    check_range(d, lambda v: 1.0 <= v, f"Clipping threshold d should be >= 1 but is: {d}")
+    check_range(
+        weight_decay, lambda v: 0.0 <= v, f"weight_decay should be >= 0 but is: {weight_decay}"
+    )
+    use_decay = may_be_nonzero(weight_decay)
+
+    def init_leaf(p: jax.Array) -> tuple[Any, ...]:
+        if p.ndim > 1:  # grad.new_zeros(row_shape), grad.new_zeros(col_shape)
+            row = jnp.zeros((*p.shape[:-1], 1), p.dtype)
+            col = jnp.zeros((*p.shape[:-2], 1, p.shape[-1]), p.dtype)
+            return row, col, None
+        return None, None, jnp.zeros_like(p)
+
+    def scalars(math: ScalarMath) -> dict[str, Any]:
+        step, lr_ = math.step, math.resolve(lr)
+        out = {
+            # one_minus_beta2_t = step_float ** beta2_decay
+            "one_minus_beta2": _double.pow(step, math.resolve(beta2_decay), math.wide),
+            # rho_t = min(lr, 1 / (step_float ** 0.5))
+            "rho": _double.minimum(lr_, 1 / _double.sqrt(step)),
+            "decay": 1 - lr_ * math.resolve(weight_decay),
+            "eps2": math.resolve(eps2),
+            "d": math.resolve(d),
+        }
+        if eps1 is not None:
+            out["eps1"] = math.resolve(eps1)
+        return out
+
+    def update_group(ps, gs, bufs, ctx: GroupContext):
+        math, v, s, zero = ctx.math, ctx.values, ctx.scalars, ctx.zero
+        md = zero.dtype
+        e1 = float(jnp.finfo(ctx.first_dtype).eps) if eps1 is None else v["eps1"]
+        numels = [int(np.prod(p.shape)) for p in ps]
+        root_n = _double.lift_array([n**0.5 for n in numels], math.wide, ctx.count)
+        if isinstance(v["d"], float):  # (update.numel() ** 0.5) * d, in Python
+            root_n_d = _double.lift_array([n**0.5 * v["d"] for n in numels], math.wide, ctx.count)
+        else:
+            root_n_d = root_n * v["d"]
+        # alpha = max(eps2, param.norm(2).item() / (param.numel() ** 0.5)) * rho_t
+        param_norms = _norms(ps, zero)
+        updates, new_bufs, new_ps = [], [], []
+        for p, g, (row_var, col_var, variance) in zip(ps, gs, bufs, strict=True):
+            g = -g if maximize else g
+            if use_decay:
+                p = K.mul(p, s["decay"], zero)  # param.mul_(1 - lr * weight_decay)
+            if g.ndim > 1:
+                row_var, col_var, var_estimate = _factored(g, row_var, col_var, e1, s, zero)
+            else:
+                # grad * grad; variance.lerp_(grad_squared, one_minus_beta2_t)
+                variance = K.lerp(variance, _times(g, g, zero), s["one_minus_beta2"])
+                var_estimate = variance
+            # update = var_estimate.clamp_(min=eps1 * eps1).rsqrt_(); update.mul_(grad)
+            floor = _double.round_to(e1 * e1, var_estimate.dtype)
+            update = _times(_rsqrt(_clamp_min(var_estimate, floor), zero), g, zero)
+            updates.append(update)
+            new_ps.append(p)
+            new_bufs.append((row_var, col_var, variance))
+        # denom = max(1.0, update.norm(2).item() / ((update.numel() ** 0.5) * d)), and the step
+        # -alpha / denom, in double precision (Python's max() keeps eps2 and 1.0 over a NaN);
+        # with an infinite norm the step is +-inf, NaN or -0.0, which float arithmetic gives
+        # exactly (double-single arithmetic would give NaN)
+        update_norms = _norms(updates, zero)
+
+        def step(pn, un, root, root_d, eps2_, rho):
+            alpha = _double.maximum(eps2_, pn / root) * rho
+            return -alpha / _double.maximum(1.0, un / root_d)
+
+        lift = functools.partial(_double.lift, wide=math.wide, anchor=ctx.count)
+        exact = step(lift(param_norms), lift(update_norms), root_n, root_n_d, v["eps2"], v["rho"])
+        naive = step(param_norms, update_norms, *map(_hi, (root_n, root_n_d, v["eps2"], v["rho"])))
+        infinite = jnp.isinf(param_norms) | jnp.isinf(update_norms)
+        steps = jnp.where(infinite, jnp.asarray(naive).astype(md), _double.round_to(exact, md))
+        new_ps = [  # param.add_(update, alpha=-alpha / denom)
+            K.add(p, u, steps[i]) for i, (p, u) in enumerate(zip(new_ps, updates, strict=True))
+        ]
+        return new_ps, new_bufs
+
+    return grouped("adafactor", init_leaf, update_group, scalars, AdafactorState, False)
+
+
+def _norms(arrays: list[jax.Array], zero: jax.Array) -> jax.Array:
+    """``[a.norm(2).item() for a in arrays]``: the norms, exactly, in the math dtype."""
+    return jnp.stack([vector_norm(a, None, zero).astype(zero.dtype) for a in arrays])
+
+
+def _hi(x: Any) -> Any:
+    """The leading float of a value (a double-single's ``hi``; anything else as it is)."""
+    return x.hi if isinstance(x, _double.DoubleSingle) else x
+
+
+def _factored(g, row_var, col_var, eps1, s, zero):
+    """torch's factored second moment of a >= 2-d gradient and its estimate ``R C / mean(R)``."""
+    w = s["one_minus_beta2"]
+    md = zero.dtype
+    # row_mean = torch.norm(grad, dim=-1, keepdim=True).square_().div_(grad.size(-1))
+    row_norm = vector_norm(g, -1, zero)
+    row_mean = K.div(_times(row_norm, row_norm, zero), jnp.asarray(g.shape[-1], md), zero)
+    row_var = K.lerp(row_var, row_mean, w)
+    col_norm = vector_norm(g, -2, zero)
+    col_mean = K.div(_times(col_norm, col_norm, zero), jnp.asarray(g.shape[-2], md), zero)
+    col_var = K.lerp(col_var, col_mean, w)
+    # var_estimate = row_var @ col_var (an outer product: one rounded product per element)
+    var_estimate = _times(row_var, col_var, zero)
+    # var_estimate.div_(row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1))
+    row_mean_all = _clamp_min(mean(row_var, -2, zero), _double.round_to(eps1, row_var.dtype))
+    return row_var, col_var, _divide(var_estimate, row_mean_all, zero)
+
+
+def _times(a: jax.Array, b: jax.Array, zero: jax.Array) -> jax.Array:
+    """``a * b`` (broadcasting), in the math dtype, rounded on its own to the dtype."""
+    return (a.astype(zero.dtype) * b.astype(zero.dtype) + zero).astype(a.dtype)
+
+
+def _divide(a: jax.Array, b: jax.Array, zero: jax.Array) -> jax.Array:
+    """``a / b`` for a broadcast ``b``: a true division per element (see ``K.div``)."""
+    ua, ub = a.astype(zero.dtype), b.astype(zero.dtype)
+    return (ua / jnp.where(zero > 0, ua, ub)).astype(a.dtype)
+
+
+def _clamp_min(x: jax.Array, floor: jax.Array) -> jax.Array:
+    """``x.clamp_(min=floor)``: ``std::max(x, floor)``, so NaN and ``-0.0`` (vs 0) are kept."""
+    return jnp.where(x < floor, floor, x)
+
+
+def _rsqrt(x: jax.Array, zero: jax.Array) -> jax.Array:
+    """``x.rsqrt()``: ``1 / sqrt(x)`` rounded twice (XLA could otherwise use ``rsqrt``).
+
+    bfloat16/float16 (see the differences note): ATen's vectorized loop computes it in float32
+    and rounds once; its scalar tail rounds ``sqrt`` to the dtype before dividing.
+    """
+    ux = x.astype(zero.dtype)
+    one = jnp.ones_like(ux)
+    root = jnp.sqrt(ux)
+    if x.dtype == zero.dtype:
+        return one / jnp.where(zero > 0, one, root)
+    vector = one / jnp.where(zero > 0, one, root)
+    tail = one / jnp.where(zero > 0, one, root.astype(x.dtype).astype(zero.dtype))
+    n = x.size
+    in_vector_loop = jnp.arange(n).reshape(x.shape) < n - n % _VECTOR_BLOCK
+    return jnp.where(in_vector_loop, vector, tail).astype(x.dtype)

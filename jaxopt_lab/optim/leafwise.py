@@ -1,0 +1,240 @@
+"""Build an optimizer from a per-leaf rule: the one mechanism behind every algorithm here.
+
+A torch optimizer's ``step()`` loops over parameters and applies the same rule to each; so does
+:func:`leafwise`. You give
+
+* ``init_leaf(p) -> tuple of buffers`` (one array per state field, shaped like ``p``),
+* ``scalars(math) -> dict`` -- the step's hyper-parameter scalars, computed once per step with
+  Python-double semantics (``math.resolve``, ``math.pow``, ``math.sqrt``, ``math.step``), and
+* ``update_leaf(p, g, buffers, ctx) -> (p, buffers)`` -- the rule for one array, where
+  ``ctx.scalars`` holds those scalars rounded to the leaf's math dtype, ``ctx.count`` the number
+  of steps already taken and ``ctx.zero`` an opaque ``-0.0`` (see :mod:`jaxopt_lab.optim.kernels`).
+
+and get an :class:`~jaxopt_lab.Optimizer` with validation, schedules, dtype handling and a
+NamedTuple state ``(count, *fields)`` whose fields are pytrees shaped like the params.
+
+Complex leaves (complex64/complex128) reach the rule as torch steps them: as their real view
+(``torch.view_as_real``, a trailing axis of 2), their buffers too, with ``ctx.complex`` set so
+that the ops torch runs on the complex tensors use :mod:`jaxopt_lab.optim.complex_params`; the
+buffers stay
+complex in the state. They always take ``update_leaf`` (never ``update_leaves``' kernels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxopt_lab.optim import complex_params as _complex
+from jaxopt_lab.optim import double as _double
+from jaxopt_lab.optim.base import Optimizer, Params, ScalarOrSchedule
+from jaxopt_lab.optim.checks import (
+    check_buffers,
+    check_grads,
+    check_params,
+    check_real,
+    check_state,
+    is_schedule,
+)
+from jaxopt_lab.optim.kernels import math_dtype, opaque_zero
+
+
+class ScalarMath(NamedTuple):
+    """Scalar arithmetic for one step: Python doubles, double-single or float64 values."""
+
+    count: jax.Array
+    wide: bool
+
+    def resolve(self, value: ScalarOrSchedule) -> _double.Real:
+        """A hyper-parameter's value at this step (schedules are called with ``count``).
+
+        A schedule that carries torch's doubles (``double_value(count) -> _double.Pair``, as every
+        :mod:`jaxopt_lab.schedules` schedule does) hands them over exactly in every mode; any
+        other ``count -> value`` callable gives a value in its own dtype.
+        """
+        if is_schedule(value):
+            double_value = getattr(value, "double_value", None)
+            exact = double_value is not None and not self.wide  # float64 holds the double
+            value = double_value(self.count) if exact else value(self.count)
+        if jnp.issubdtype(getattr(value, "dtype", float), jnp.complexfloating):
+            value = jnp.real(value)  # optax.inject_hyperparams casts to complex params' dtype
+        return _double.lift(value, self.wide, self.count)
+
+    @property
+    def step(self) -> _double.Real:
+        """torch's 1-based ``step`` after its increment, as a double."""
+        return _double.lift((self.count + 1).astype(jnp.float32), self.wide, self.count)
+
+    def pow(self, base: float, exponent: jax.Array) -> _double.Real:
+        """``base ** exponent`` for an integer exponent, in double precision."""
+        return _double.ipow(base, exponent, self.wide)
+
+    def sqrt(self, x: _double.Real) -> _double.Real:
+        return _double.sqrt(x)
+
+
+class LeafContext(NamedTuple):
+    """What a per-leaf rule sees besides its arrays.
+
+    ``complex``: the arrays are the real views of a complex leaf and its buffers; ops that torch
+    runs on the complex tensors (before its ``view_as_real``) must use
+    :mod:`jaxopt_lab.optim.complex_params`.
+    """
+
+    count: jax.Array
+    scalars: Mapping[str, jax.Array]
+    zero: jax.Array
+    complex: bool = False
+
+
+InitLeaf = Callable[[jax.Array], Sequence[jax.Array | None]]
+UpdateLeaf = Callable[
+    [jax.Array, jax.Array, tuple[Any, ...], LeafContext], tuple[jax.Array, Sequence[Any]]
+]
+Scalars = Callable[[ScalarMath], Mapping[str, _double.Real]]
+UpdateLeaves = Callable[
+    [list[jax.Array], list[jax.Array], list[tuple[Any, ...]], LeafContext],
+    tuple[list[jax.Array], list[Sequence[Any]]],
+]
+
+
+def make_state_type(name: str, fields: Sequence[str]) -> type:
+    """A NamedTuple state class ``(count, *fields)``."""
+    return NamedTuple(name, [("count", jax.Array), *[(f, Any) for f in fields]])
+
+
+def leafwise(
+    name: str,
+    init_leaf: InitLeaf,
+    update_leaf: UpdateLeaf,
+    scalars: Scalars,
+    state_type: type | None = None,
+    fields: Sequence[str] = (),
+    update_leaves: UpdateLeaves | None = None,
+    complex_params: bool = True,
+) -> Optimizer:
+    """Turn a per-leaf update rule into an :class:`Optimizer` over any pytree.
+
+    Args:
+      name: the optimizer's name, used in error messages.
+      init_leaf: ``p -> tuple`` of initial buffers, one per field (``None`` for an unused field).
+      update_leaf: ``(p, g, buffers, ctx) -> (new_p, new_buffers)`` for one array.
+      scalars: ``math -> {name: value}``, the step's hyper-parameter scalars.
+      state_type: a NamedTuple class ``(count, *fields)``; made from ``fields`` when omitted.
+      fields: the buffer field names (only needed without ``state_type``).
+      update_leaves: optional ``(ps, gs, buffers, ctx) -> (new_ps, new_buffers)`` for all the
+        leaves that share a math dtype at once (lists, one entry per leaf), to update them in
+        one kernel call (:mod:`jaxopt_lab.optim.native`); it must equal ``update_leaf`` leaf by
+        leaf. Default: ``update_leaf`` on each. Complex leaves never take it.
+      complex_params: whether complex leaves are accepted (stepped on their real view, see the
+        module docstring); ``False`` raises a ``TypeError`` for them, as torch's Adafactor, Muon
+        and SparseAdam do.
+
+    Returns:
+      An optimizer whose state is ``state_type(count, *fields)``, ``count`` an int32 scalar.
+
+    Example (sign-SGD)::
+
+        opt = jol.leafwise(
+            "sign_sgd",
+            init_leaf=lambda p: (),
+            update_leaf=lambda p, g, bufs, ctx: (p - ctx.scalars["lr"] * jnp.sign(g), ()),
+            scalars=lambda math: {"lr": math.resolve(0.01)},
+        )
+    """
+    if state_type is None:
+        state_type = make_state_type(f"{name.title().replace('_', '')}State", fields)
+    field_names = state_type._fields[1:]
+
+    def each(ps, gs, bufs, ctx):
+        out = [update_leaf(p, g, b, ctx) for p, g, b in zip(ps, gs, bufs, strict=True)]
+        return [p for p, _ in out], [b for _, b in out]
+
+    many = update_leaves or each
+
+    def validate(params: Params) -> None:
+        check_params(params)
+        if not complex_params:
+            check_real(params, name)
+
+    def init_one(p: jax.Array) -> tuple[Any, ...]:
+        if not jnp.iscomplexobj(p):
+            return tuple(init_leaf(p))
+        return tuple(
+            None if b is None else _complex.view_as_complex(b)
+            for b in init_leaf(_complex.view_as_real(p))
+        )
+
+    def init(params: Params) -> Any:
+        validate(params)
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        per_leaf = [init_one(p) for p in leaves]
+        columns = []
+        for i, _ in enumerate(field_names):
+            col = [bufs[i] for bufs in per_leaf]
+            columns.append(None if col[0] is None else jax.tree_util.tree_unflatten(treedef, col))
+        return state_type(jnp.zeros((), jnp.int32), *columns)
+
+    def on_complex(ps, gs, bufs, ctx):  # real views in, complex arrays out; pure rule only
+        real = [tuple(None if b is None else _complex.view_as_real(b) for b in bb) for bb in bufs]
+        views = [_complex.view_as_real(x) for x in (*ps, *gs)]
+        new_ps, new_bufs = each(views[: len(ps)], views[len(ps) :], real, ctx)
+        back = [
+            tuple(None if b is None else _complex.view_as_complex(b) for b in bb) for bb in new_bufs
+        ]
+        return [_complex.view_as_complex(p) for p in new_ps], back
+
+    def update(params: Params, grads: Any, state: Any) -> tuple[Params, Any]:
+        validate(params)
+        check_grads(params, grads)
+        check_state(state, state_type, name)
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        g_leaves = jax.tree_util.tree_leaves(grads)
+        columns = []
+        for field in field_names:
+            tree = getattr(state, field)
+            if tree is not None:
+                check_buffers(params, tree, field)
+                columns.append(jax.tree_util.tree_leaves(tree))
+            else:
+                columns.append([None] * len(leaves))
+        count = jnp.asarray(state.count, jnp.int32)
+
+        def context(md: Any, is_complex: bool) -> LeafContext:
+            values = scalars(ScalarMath(count, wide=md == jnp.float64))
+            rounded = {k: _double.round_to(v, md) for k, v in values.items()}
+            return LeafContext(count, rounded, opaque_zero(count, md), is_complex)
+
+        # Leaves grouped by (math dtype, complex), in order; one context (scalars) per group.
+        groups: dict[tuple[Any, bool], list[int]] = {}
+        for i, p in enumerate(leaves):
+            is_complex = bool(jnp.iscomplexobj(p))
+            real_dtype = jnp.finfo(p.dtype).dtype  # complex64 -> float32, float32 -> float32
+            groups.setdefault((math_dtype(real_dtype), is_complex), []).append(i)
+        new_leaves: list[Any] = [None] * len(leaves)
+        new_columns: list[list[Any]] = [[None] * len(leaves) for _ in field_names]
+        for (md, is_complex), idx in groups.items():
+            ps, gs = [leaves[i] for i in idx], [g_leaves[i] for i in idx]
+            bufs = [tuple(col[i] for col in columns) for i in idx]
+            step = on_complex if is_complex else many
+            new_ps, new_bufs = step(ps, gs, bufs, context(md, is_complex))
+            for j, i in enumerate(idx):
+                new_leaves[i] = new_ps[j]
+                for col, b in zip(new_columns, new_bufs[j], strict=True):
+                    col[i] = b
+        new_state = state_type(
+            count + 1,
+            *[
+                None if getattr(state, f) is None else jax.tree_util.tree_unflatten(treedef, col)
+                for f, col in zip(field_names, new_columns, strict=True)
+            ],
+        )
+        return jax.tree_util.tree_unflatten(treedef, new_leaves), new_state
+
+    # Always compiled: op-by-op (eager) execution would round ``a + s * b`` twice where the
+    # compiled kernel -- like torch's -- fuses it, so eager and jit results would differ.
+    # Validation still runs (at trace time) on every new input structure.
+    return Optimizer(init, jax.jit(update))
