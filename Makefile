@@ -7,10 +7,13 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The tutorial's experiment. Real CIFAR-10 comes from DATA (a prepared tfds data_dir or an .npz);
-# with DATA empty the CLI auto-detects, and without a dataset says so within seconds and runs the
-# same cross-check on a clearly labelled synthetic stand-in.
-DATA ?= $(firstword $(wildcard ../shared/data/tfds))
+# The tutorial's experiment. Real CIFAR-10 comes from DATA (a tfds data_dir holding a prepared
+# cifar10, cifar-10-python.tar.gz or an .npz). With DATA empty (the default) the CLI auto-detects:
+# $TFDS_DATA_DIR, then ~/tensorflow_datasets, then the download cache, then a download (through
+# $HTTPS_PROXY if set); without any it says so within seconds and runs the same cross-check on a
+# clearly labelled synthetic stand-in. On the project's build machine the real data sits outside
+# the repository: `make cifar DATA=../shared/data/tfds` or `TFDS_DATA_DIR=../shared/data/tfds make cifar`.
+DATA ?=
 OUT ?= runs/cifar10-sgd
 # EXTRA: flags appended to the defaults, e.g. EXTRA="--checkpoint-every 156" (then "... --resume").
 EXTRA ?=

@@ -6,9 +6,8 @@
         [--compare optax,torch] --out DIR
 
 All the logic lives in :mod:`jaxopt_lab.cifar.crosscheck`; this file parses flags, checks them,
-finds the
-data and reports errors as one line on stderr (exit 2 for bad flags, 1 for missing data or an
-unwritable output folder).
+finds the data and reports errors as one line on stderr (exit 2 for bad flags, 1 for missing data
+or an unwritable output folder).
 """
 
 from __future__ import annotations
@@ -23,7 +22,8 @@ from typing import Any, NoReturn
 
 from jaxopt_lab import registry
 
-OPTIMIZERS = registry.names(per_step=True)
+# Every per-step algorithm, and L-BFGS through a per-batch closure (jaxopt_lab.cifar.crosscheck).
+OPTIMIZERS = (*registry.names(per_step=True), "lbfgs")
 # torch.optim's default lr per optimizer (the registry reads the factories), except sgd: 0.01 is
 # the tutorial's.
 DEFAULT_LR = {name: registry.get(name).defaults()["lr"] for name in OPTIMIZERS} | {"sgd": 0.01}
@@ -93,10 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data",
         metavar="PATH_OR_TFDS_DIR",
-        help="a tfds data_dir holding cifar10 (array_record), or an .npz with image (N,32,32,3 "
-        "uint8) and label; default: auto-detect, else a clearly labelled synthetic stand-in",
+        help="a tfds data_dir holding a prepared cifar10 (array_record or TFRecord), "
+        "cifar-10-python.tar.gz or its cifar-10-batches-py folder, or an .npz with image "
+        "(N,32,32,3 uint8) and label; default: auto-detect ($TFDS_DATA_DIR, "
+        "~/tensorflow_datasets, the download cache, else a download through $HTTPS_PROXY if "
+        "set), else a clearly labelled synthetic stand-in",
     )
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
+    p.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default="sgd",
+        help="lbfgs: one step(closure) per batch, the closure evaluating that batch (per-batch "
+        "L-BFGS: up to max_iter iterations on each batch, as torch's optimizer.step(closure))",
+    )
     p.add_argument(
         "--lr", type=float, help="learning rate (default 0.01 for sgd, else torch.optim's)"
     )
@@ -249,7 +258,10 @@ def load_data(args: argparse.Namespace) -> tuple[Any, Any]:
 
     source = args.data
     if source is not None and not Path(source).exists():
-        raise CLIError(f"dataset not found: {source!r} (pass a tfds data_dir or an .npz file)")
+        raise CLIError(
+            f"dataset not found: {source!r} (pass a tfds data_dir, cifar-10-python.tar.gz or an "
+            ".npz; or set TFDS_DATA_DIR and leave --data out)"
+        )
     try:
         train = load_cifar10(source, split=args.split, offline_ok=source is None)
         test = train if args.split == "test" else load_cifar10(source, "test", offline_ok=True)
@@ -259,9 +271,10 @@ def load_data(args: argparse.Namespace) -> tuple[Any, Any]:
         raise CLIError(f"cannot load CIFAR-10 from {where}: {message}") from None
     if train.synthetic:
         print(
-            "CIFAR-10 not found (no --data, nothing auto-detected): running the same cross-check "
-            "on a SYNTHETIC stand-in, NOT CIFAR-10. Pass --data PATH (a tfds data_dir with cifar10 "
-            "or an .npz) to use the real data.",
+            "CIFAR-10 not found (no --data, nothing in $TFDS_DATA_DIR or ~/tensorflow_datasets): "
+            "running the same cross-check on a SYNTHETIC stand-in, NOT CIFAR-10. Pass --data PATH "
+            "(a tfds data_dir with cifar10, cifar-10-python.tar.gz or an .npz) or set "
+            "TFDS_DATA_DIR to use the real data.",
             flush=True,
         )
     return train, test

@@ -37,6 +37,8 @@ class Algorithm:
         state_keys: torch's per-parameter state keys besides ``step``; each is the name of a
             state field of ours (the field's leaves are those tensors).
         torch_step: whether torch keeps a per-parameter ``step`` (ours: the int32 ``count``).
+        torch_int_step: whether that ``step`` is a Python int (SparseAdam) rather than a
+            float32 0-d tensor (torch's bias corrections then run in double precision).
         optax: the closest optax optimizer (``"optax.nadam"``), or None where optax has none.
         optax_exact: whether that optax optimizer computes torch's math (only rounding differs).
         optax_differences: how optax differs from torch, measured (see the parity tests).
@@ -51,6 +53,7 @@ class Algorithm:
     torch_class: str
     state_keys: tuple[str, ...]
     torch_step: bool = True
+    torch_int_step: bool = False
     optax: str | None = None
     optax_exact: bool = False
     optax_differences: str = ""
@@ -182,6 +185,7 @@ ALGORITHMS: tuple[Algorithm, ...] = (
         "sparse_adam",
         "SparseAdam",
         ("exp_avg", "exp_avg_sq"),
+        torch_int_step=True,
         optax=None,
         optax_differences="no optax SparseAdam (gradients as BCOO here)",
         per_step=False,

@@ -264,7 +264,6 @@ CASES: list[Case] = [
     # lr above 1/sqrt(t) (rho = 1/sqrt(t)), beta2_decay 0 (weight 1), eps2 = 0
     Case("adafactor", {"lr": 1.0, "beta2_decay": 0.0, "eps": (None, 0.0)}, "rho-beta2-eps2-zero"),
     Case("adafactor", {"lr": 1e-2, "weight_decay": 0.1}, "multistep-lr", "multistep"),
-    # rows: nadam, asgd, adafactor
     Case("radam", {"lr": 1e-3}),
     Case("radam", {"lr": 1e-3, "weight_decay": 0.1}, "wd"),
     Case("radam", {"lr": 1e-3, "weight_decay": 0.1, "decoupled_weight_decay": True}, "decoupled"),
@@ -297,8 +296,6 @@ CASES: list[Case] = [
     Case("rprop", {"lr": 1e-2, "maximize": True}, "maximize"),
     Case("rprop", {"lr": 2.0, "step_sizes": (0.0, 1.0)}, "lr-above-max-min-zero"),
     Case("rprop", {}, "multistep-lr", "multistep"),  # torch reads lr once, at the first step
-    # rows: radam, adamax, adadelta, rprop
-    # rows: sparse_adam, muon
 ]
 
 SCHEDULED: list[Case] = [c.scheduled(v) for c in CASES if c.schedule is None for v in VARIANTS]
@@ -578,7 +575,6 @@ INVALID: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         ValueError,
         r"field 'row_var' does not match params: state leaf \['w'\] has shape \(2, 1\)",
     ),
-    # invalid: nadam, asgd, adafactor
     ("radam-lr", lambda: jol.radam(lr=-1.0), ValueError, r"^Invalid learning rate: -1\.0$"),
     ("radam-eps", lambda: jol.radam(eps=-1e-8), ValueError, r"^Invalid epsilon value: -1e-08$"),
     ("radam-beta1", lambda: jol.radam(betas=(1.0, 0.999)), ValueError, r"index 0: 1\.0$"),
@@ -635,7 +631,6 @@ INVALID: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         TypeError,
         r"step_sizes must be a pair",
     ),
-    # invalid: radam, adamax, adadelta, rprop
     (
         "swalr-anneal-strategy",
         lambda: jol.swa_utils.swalr(0.1, 0.05, anneal_strategy="exp"),
@@ -778,7 +773,6 @@ INVALID: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         r"^Muon only supports 2D parameters whereas we found a parameter with size: \(2,\) "
         r"\(params leaf \['b'\]\)$",
     ),
-    # invalid: sparse_adam, muon
     ("lbfgs-lr", lambda: jol.lbfgs(lr=-1.0), ValueError, r"^Invalid learning rate: -1\.0$"),
     (
         "lbfgs-tensor-lr",
@@ -863,7 +857,6 @@ INVALID: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         ValueError,
         r"^lbfgs state was made for 3 float32 params",
     ),
-    # invalid: lbfgs
     (
         "as-optax-extra-args-without-params",
         lambda: jol.as_optax(jol.sgd()).update(_params(), jol.sgd().init(_params()), value=1.0),
@@ -892,7 +885,6 @@ INVALID: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         TypeError,
         r"^lr must be a number or a schedule count -> value, got Array\(0\.1\+0\.j",
     ),
-    # invalid: optax interop
 ]
 
 DTYPES = {"float32": np.float32, "float64": np.float64}

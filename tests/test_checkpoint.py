@@ -100,7 +100,25 @@ def _every_kind_of_leaf() -> dict[str, Any]:
         "raw_key": jax.random.PRNGKey(4),
         "extra": Extra(np.float64(0.25), None),
         "python": [1.5, 7, True],
+        "optimizers": _every_optimizer_state(params),
     }
+
+
+def _every_optimizer_state(params: dict[str, Any]) -> dict[str, Any]:
+    """Each registry algorithm's state (after one step where it steps from one gradient): its
+    NamedTuple type, None fields and int32 count must survive the round trip."""
+    from jaxopt_lab import registry
+
+    states = {}
+    for algorithm in registry.ALGORITHMS:
+        opt = algorithm.factory()
+        # Muon takes 2-D params only; L-BFGS and SparseAdam are initialised, not stepped.
+        state = opt.init(params if algorithm.per_step else {"w": params["w"]})
+        if algorithm.per_step:
+            grads = jax.tree.map(lambda p: jnp.cos(p * 3.0), params)
+            _, state = opt.update(params, grads, state)
+        states[algorithm.name] = state
+    return states
 
 
 def test_round_trip_is_bit_exact_and_keeps_types(tmp_path: Path) -> None:

@@ -161,6 +161,7 @@ def test_complex128_trajectory(case):
     _compare(_jax_run(case, np.complex128, True), _torch_run(case, np.complex128), check)
 
 
+@pytest.mark.requires_kernels
 @pytest.mark.parametrize("make", [lambda: jol.adam(1e-3, amsgrad=True), lambda: jol.sgd(0.01, 0.9)])
 def test_complex_leaves_skip_the_native_kernels(make, monkeypatch):
     """Buffers keep the params' complex dtype, as torch's state does, and complex leaves take

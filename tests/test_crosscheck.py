@@ -208,8 +208,27 @@ def test_cli_f64_sgd_with_step_lr_agrees_and_keeps_the_contract(npz: Path, tmp_p
         assert (out / name).is_file()
 
 
+def test_f64_lbfgs_per_batch_closure_agrees_with_torch(tiny_data: object, tmp_path: Path) -> None:
+    """``--optimizer lbfgs``: one ``step(closure)`` per batch on both sides (torch's closure
+    re-evaluates the batch); optax has no counterpart, so the run compares jaxopt_lab and torch."""
+    config = crosscheck.CrossCheckConfig(
+        optimizer="lbfgs",
+        lr=1.0,
+        opt_kwargs={"max_iter": 3, "history_size": 2},
+        batch_size=8,
+        max_steps=2,
+        epochs=1,
+        precision="f64",
+    )
+    summary = crosscheck.run(config, tiny_data, out_dir=tmp_path, progress=False, print_fn=None)
+    assert summary["implementations"] == ["jaxopt_lab", "torch"]
+    assert summary["steps"] == 2
+    assert summary["max_rel_param_diff"]["jaxopt_lab~torch"] <= crosscheck.F64_TOLERANCE
+    assert summary["agree"] is True
+
+
 CLI_ERRORS = [
-    (["--optimizer", "lbfgs"], 2, "invalid choice"),
+    (["--optimizer", "muon"], 2, "invalid choice"),  # 2-D params only: not a CNN optimizer
     (["--betas", "0.9"], 2, "expected two numbers"),
     (["--precision", "f16"], 2, "invalid choice"),
     (["--opt-kwargs", "{momentum: 0.9}"], 2, "not JSON"),

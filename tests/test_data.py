@@ -1,17 +1,23 @@
 """CIFAR-10 loading (every source format, auto mode, bad inputs) and the tutorial's batches.
 
 Hermetic: every dataset here is generated in tmp_path or mocked with `tfds.testing.mock_data`;
-nothing is downloaded and the machine's real data folders are never searched.
+nothing is downloaded and the machine's real data folders are never searched. The proxy tests
+talk to a stand-in proxy on the loopback interface.
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
 import hashlib
 import io
 import json
 import os
 import pickle
+import socket
+import struct
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -99,35 +105,77 @@ _FEATURES = {
 }
 
 
-def _write_tfds(root: Path, split: str) -> Path:
-    """A prepared tfds `cifar10` (array_record, PNG-encoded tf.train.Examples), as `tfds build`
-    writes it, with the records stored out of `id` order (tfds's write order is shuffled)."""
-    from array_record.python.array_record_module import ArrayRecordWriter
+def _examples(split: str) -> list[bytes]:
+    """The split as tfds stores `cifar10`: serialized tf.train.Examples (PNG `image`, `label`,
+    `id`), out of `id` order (tfds's write order is shuffled)."""
     from PIL import Image
     from tensorflow_datasets.proto import tf_example_pb2
+
+    images, labels = _split(split)
+    out = []
+    for i in np.random.default_rng(1).permutation(len(labels)):
+        png = io.BytesIO()
+        Image.fromarray(images[i]).save(png, format="PNG")
+        example = tf_example_pb2.Example()
+        feature = example.features.feature
+        feature["image"].bytes_list.value.append(png.getvalue())
+        feature["label"].int64_list.value.append(int(labels[i]))
+        feature["id"].bytes_list.value.append(f"{split}_{i:05d}".encode())
+        out.append(example.SerializeToString())
+    return out
+
+
+def _write_tfds(root: Path, split: str) -> Path:
+    """A prepared tfds `cifar10` (array_record), as `tfds build` writes it."""
+    from array_record.python.array_record_module import ArrayRecordWriter
 
     folder = root / "tfds" / "cifar10" / "3.0.2"
     folder.mkdir(parents=True)
     splits = []
     for s in SPLIT_SIZES:
-        images, labels = _split(s)
         path = folder / f"cifar10-{s}.array_record-00000-of-00001"
         writer = ArrayRecordWriter(os.fspath(path), "group_size:1")
-        for i in np.random.default_rng(1).permutation(len(labels)):
-            png = io.BytesIO()
-            Image.fromarray(images[i]).save(png, format="PNG")
-            example = tf_example_pb2.Example()
-            feature = example.features.feature
-            feature["image"].bytes_list.value.append(png.getvalue())
-            feature["label"].int64_list.value.append(int(labels[i]))
-            feature["id"].bytes_list.value.append(f"{s}_{i:05d}".encode())
-            writer.write(example.SerializeToString())
+        for record in _examples(s):
+            writer.write(record)
         writer.close()
+        _, labels = _split(s)
         template = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
         splits.append({"name": s, "filepathTemplate": template, "shardLengths": [str(len(labels))]})
     info = {"name": "cifar10", "version": "3.0.2", "fileFormat": "array_record", "splits": splits}
     (folder / "dataset_info.json").write_text(json.dumps(info))
     (folder / "features.json").write_text(json.dumps(_FEATURES))
+    return root / "tfds"
+
+
+def _tfrecord(records: list[bytes]) -> bytes:
+    """TFRecord framing: per record uint64 length, masked CRC-32C of it, data, masked CRC-32C."""
+    out = b""
+    for r in records:
+        n = struct.pack("<Q", len(r))
+        crc = data._masked_crc32c
+        out += n + struct.pack("<I", crc(n)) + r + struct.pack("<I", crc(r))
+    return out
+
+
+def _write_tfrecord(root: Path, split: str, *, legacy_names: bool = False) -> Path:
+    """A tfds `cifar10` prepared in TFRecord format (what `tfds.load` writes by default), the
+    train split in two shards; `legacy_names`: tfds's other template, `...-00000-of-00002.tfrecord`.
+    """
+    folder = root / "tfds" / "cifar10" / "3.0.2"
+    folder.mkdir(parents=True)
+    splits = []
+    for s in SPLIT_SIZES:
+        records = _examples(s)
+        shards = np.array_split(np.arange(len(records)), 1 if s == "test" else 2)
+        for k, idx in enumerate(shards):
+            shard = f"{k:05d}-of-{len(shards):05d}"
+            name = (
+                f"cifar10-{s}-{shard}.tfrecord" if legacy_names else f"cifar10-{s}.tfrecord-{shard}"
+            )
+            (folder / name).write_bytes(_tfrecord([records[i] for i in idx]))
+        splits.append({"name": s, "shardLengths": [str(len(idx)) for idx in shards]})
+    info = {"name": "cifar10", "version": "3.0.2", "splits": splits}  # fileFormat: the default
+    (folder / "dataset_info.json").write_text(json.dumps(info))
     return root / "tfds"
 
 
@@ -139,6 +187,11 @@ SOURCES = {
     "tfds_data_dir": _write_tfds,
     "tfds_dataset_dir": lambda root, split: _write_tfds(root, split) / "cifar10",
     "tfds_version_dir": lambda root, split: _write_tfds(root, split) / "cifar10" / "3.0.2",
+    "tfds_tfrecord": _write_tfrecord,
+    "tfds_tfrecord_legacy_names": lambda root, split: _write_tfrecord(
+        root, split, legacy_names=True
+    ),
+    "tfds_tfrecord_dataset_dir": lambda root, split: _write_tfrecord(root, split) / "cifar10",
 }
 
 
@@ -225,10 +278,110 @@ def test_auto_rejects_corrupt_download(nowhere, monkeypatch, capsys):
     assert not any((nowhere / "cache").iterdir())  # nothing half-written left behind
 
 
-def test_host_probe_is_bounded():
+def test_host_probe_is_bounded(no_proxies):
     start = time.perf_counter()
     assert not data._host_reachable("https://cifar.invalid/x", timeout=0.5)  # RFC 6761 name
     assert time.perf_counter() - start < 2
+
+
+@pytest.fixture
+def no_proxies(monkeypatch):
+    """No proxy variables from the machine running the tests (urllib reads any `*_proxy`)."""
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+
+
+class _FakeProxy:
+    """An HTTP proxy stand-in on the loopback interface: records each request's head and
+    answers `status` (None: says nothing until the test ends)."""
+
+    def __init__(self, status: bytes | None):
+        self.status, self.requests, self.done = status, [], threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head and (chunk := conn.recv(4096)):
+                head += chunk
+            self.requests.append(head.decode("latin-1"))
+            if self.status is None:
+                self.done.wait(10)
+            else:
+                conn.sendall(b"HTTP/1.1 " + self.status + b"\r\n\r\n")
+
+    def close(self) -> None:
+        self.done.set()
+        self.sock.close()
+
+
+# (proxy answer, env: {name: value with {port}}, reachable, proxy asked) for
+# https://cifar.invalid/x, a name that never resolves (RFC 6761): only the proxy can reach it.
+PROXY_CASES = {
+    "HTTPS_PROXY_tunnel_opens": (
+        b"200 Connection established",
+        {"HTTPS_PROXY": "{url}"},
+        True,
+        True,
+    ),
+    "https_proxy_lowercase": (b"200 OK", {"https_proxy": "{url}"}, True, True),
+    "bare_host_port": (b"200 OK", {"HTTPS_PROXY": "127.0.0.1:{port}"}, True, True),
+    "proxy_refuses": (b"403 Forbidden", {"HTTPS_PROXY": "{url}"}, False, True),
+    "proxy_cannot_reach_host": (b"502 Bad Gateway", {"HTTPS_PROXY": "{url}"}, False, True),
+    "silent_proxy": (None, {"HTTPS_PROXY": "{url}"}, False, True),
+    "no_proxy_goes_direct": (
+        b"200 OK",
+        {"HTTPS_PROXY": "{url}", "no_proxy": ".invalid"},
+        False,
+        False,
+    ),
+    "http_proxy_only": (b"200 OK", {"http_proxy": "{url}"}, False, False),
+}
+
+
+@pytest.mark.parametrize("answer,env,reachable,asked", PROXY_CASES.values(), ids=PROXY_CASES.keys())
+def test_probe_goes_through_the_https_proxy(no_proxies, monkeypatch, answer, env, reachable, asked):
+    """The probe asks the proxy urllib's download would use (`https_proxy`/`HTTPS_PROXY`, not
+    for `no_proxy` hosts) for a tunnel, and is bounded by its timeout when the proxy is silent."""
+    proxy = _FakeProxy(answer)
+    try:
+        url = f"http://127.0.0.1:{proxy.port}"
+        for name, value in env.items():
+            monkeypatch.setenv(name, value.format(url=url, port=proxy.port))
+        start = time.perf_counter()
+        assert data._host_reachable("https://cifar.invalid/x", timeout=1.0) is reachable
+        assert time.perf_counter() - start < 3
+        if asked:
+            assert proxy.requests and proxy.requests[0].startswith(
+                "CONNECT cifar.invalid:443 HTTP/1.1\r\n"
+            )
+        else:
+            assert not proxy.requests
+    finally:
+        proxy.close()
+
+
+def test_probe_sends_the_proxy_credentials(no_proxies, monkeypatch):
+    proxy = _FakeProxy(b"200 OK")
+    try:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://me:p%40ss@127.0.0.1:{proxy.port}")
+        assert data._host_reachable("https://cifar.invalid/x", timeout=1.0)
+        token = base64.b64encode(b"me:p@ss").decode()
+        assert f"\r\nProxy-Authorization: Basic {token}\r\n" in proxy.requests[0]
+    finally:
+        proxy.close()
+
+
+def test_unreachable_message_names_the_proxy_not_its_password(nowhere, monkeypatch, capsys):
+    monkeypatch.setenv("HTTPS_PROXY", "http://me:secret@proxy.example:3128")
+    assert load_cifar10(None).synthetic
+    err = capsys.readouterr().err
+    assert "unreachable through the proxy http://proxy.example:3128" in err
+    assert "secret" not in err
 
 
 # --------------------------------------------------------------------------- bad inputs
@@ -305,6 +458,142 @@ BAD_CALLS = {
 def test_bad_call_raises(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# --------------------------------------------------------------------------- TFRecord format
+
+
+def test_crc32c_check_value():
+    """CRC-32C of "123456789" is 0xE3069283 (RFC 3720, B.4), masked as TFRecord masks it."""
+    crc = 0xE3069283
+    assert data._masked_crc32c(b"123456789") == (((crc >> 15) | (crc << 17)) + 0xA282EAD8) % 2**32
+
+
+def _damage_shard(damage):
+    def write(root: Path) -> Path:
+        tfds_dir = _tfrecord_dir(root)
+        shard = next((tfds_dir / "cifar10" / "3.0.2").glob("cifar10-test.tfrecord-*"))
+        shard.write_bytes(damage(shard.read_bytes()))
+        return tfds_dir
+
+    return write
+
+
+def _tfrecord_dir(root: Path) -> Path:
+    return _write_tfrecord(root, "test")
+
+
+def _info_says(n: int):
+    def write(root: Path) -> Path:
+        tfds_dir = _tfrecord_dir(root)
+        info_path = tfds_dir / "cifar10" / "3.0.2" / "dataset_info.json"
+        info = json.loads(info_path.read_text())
+        info["splits"][0]["shardLengths"] = [str(n)]
+        info_path.write_text(json.dumps(info))
+        return tfds_dir
+
+    return write
+
+
+BAD_TFRECORDS = {  # (writer, split, message)
+    "gzipped_shard": (
+        _damage_shard(gzip.compress),
+        "test",
+        "not an uncompressed TFRecord",
+    ),
+    "truncated_shard": (_damage_shard(lambda b: b[:-10]), "test", "truncated TFRecord"),
+    "junk_record": (
+        _damage_shard(lambda b: _tfrecord([b"junk"] * 7)),
+        "test",
+        "record 0 is not a cifar10 example",
+    ),
+    "count_differs": (_info_says(99), "test", "dataset_info.json says 99"),
+    "slice": (_tfrecord_dir, "test[:3]", r"TFRecord format with splits \['test', 'train'\]"),
+    "unknown_split": (_tfrecord_dir, "validation", "'validation' is not one of them"),
+}
+
+
+@pytest.mark.parametrize("write,split,message", BAD_TFRECORDS.values(), ids=BAD_TFRECORDS.keys())
+def test_bad_tfrecord_raises_clear_error(tmp_path, write, split, message):
+    with pytest.raises(ValueError, match=message):
+        load_cifar10(write(tmp_path), split)
+
+
+# --------------------------------------------------------------------------- the pickles
+
+
+def _batch(protocol: int, numpy_1_names: bool = False) -> bytes:
+    """A valid one-image batch with every key the official ones have; `numpy_1_names`: the
+    array as the official archive names its reconstructor (numpy 1's `numpy.core`)."""
+    images, labels = _split("test")
+    blob = pickle.dumps(
+        {
+            b"batch_label": b"testing batch 1 of 1",
+            b"labels": labels[:2].tolist(),
+            b"data": images[:2].transpose(0, 3, 1, 2).reshape(2, 3072),
+            b"filenames": [b"a.png", b"b.png"],
+        },
+        protocol=protocol,
+    )
+    if numpy_1_names:
+        assert protocol == 2  # GLOBAL opcodes: "module\nname\n", no length to fix up
+        blob = blob.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
+    return blob
+
+
+VALID_PICKLES = {
+    "official_numpy1_protocol2": _batch(2, numpy_1_names=True),
+    "numpy2_protocol2": _batch(2),
+    "numpy2_protocol4": _batch(4),
+    "numpy2_protocol5": _batch(5),
+}
+
+
+@pytest.mark.parametrize("blob", VALID_PICKLES.values(), ids=VALID_PICKLES.keys())
+def test_restricted_unpickler_loads_cifar_batches(blob):
+    images, labels = data._from_pickles([blob], "batch")
+    np.testing.assert_array_equal(images, _split("test")[0][:2])
+    np.testing.assert_array_equal(labels, _split("test")[1][:2])
+
+
+class _Reduces:
+    """Pickles as a call of `fn(*args)` at load time: what a malicious pickle does."""
+
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return self.fn, self.args
+
+
+# (the object under b"data", the global named in the refusal). Each would leave `pwned` behind.
+MALICIOUS = {
+    "os_system": (lambda p: _Reduces(os.system, f"touch {p}"), r"posix\.system"),
+    "builtins_exec": (lambda p: _Reduces(exec, f"open({str(p)!r}, 'w')"), r"builtins\.exec"),
+    "numpy_other_function": (lambda p: _Reduces(np.save, str(p), 0), r"numpy\.save"),
+    "pathlib_write": (lambda p: _Reduces(Path.write_text, p, "x"), r"pathlib\.Path\.write_text"),
+}
+
+
+@pytest.mark.parametrize("where", ["batches_dir", "archive"])
+@pytest.mark.parametrize("payload,named", MALICIOUS.values(), ids=MALICIOUS.keys())
+def test_restricted_unpickler_refuses_other_globals(tmp_path, where, payload, named):
+    """Any global but numpy's array reconstruction is refused before it is called."""
+    pwned = tmp_path / "pwned"
+    blob = pickle.dumps({b"data": payload(pwned), b"labels": [0]})
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "test_batch").write_bytes(blob)
+    source = folder
+    if where == "archive":
+        source = tmp_path / data.CIFAR10_ARCHIVE
+        with tarfile.open(source, "w:gz") as tar:
+            tar.add(folder / "test_batch", "cifar-10-batches-py/test_batch")
+    with pytest.raises(
+        ValueError, match=f"not a CIFAR-10 python batch.*refused to load global {named}"
+    ):
+        load_cifar10(source, "test")
+    assert not list(tmp_path.glob("pwned*"))
 
 
 # --------------------------------------------------------------------------- synthetic

@@ -6,7 +6,7 @@ FMA contraction, reciprocal division) get their chance to break the error-free t
 References are exact (``fractions``) or 50-digit ``decimal`` values.
 
 Errors are stated in units of ``U = 2**-48`` relative. The bounds below are derived from the
-algorithms (see the ``_double`` module comments). The primitives on normalized pairs: ``mul``
+algorithms (see :mod:`jaxopt_lab.optim.double`). The primitives on normalized pairs: ``mul``
 rounds its two cross products to float32 and drops ``lo * lo`` (<= 1 U each: 3.5 U with the
 final normalization), ``add`` without cancellation rounds the sum of the low parts (2 U),
 ``div`` is three quotient corrections of such products (4 U), ``sqrt`` one Newton correction

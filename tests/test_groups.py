@@ -1,55 +1,105 @@
-"""Param groups equal torch's multi-group optimizer; optax interop works both ways."""
+"""Param groups equal torch's multi-group optimizer; optax interop works both ways.
+
+The group table covers every per-step algorithm of ``jaxopt_lab.registry`` (two groups, the
+second with a tenth of the lr) plus groups that differ in another hyper-parameter, in the mode
+users run: float32 with x64 off, bit for bit against torch's single-tensor path with a correctly
+rounded sqrt (the parity suite's reference), params and every state field after every step.
+"""
+
+import inspect
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _reference import bitwise_equal, grad_stream, init_params
+from _reference import (
+    bitwise_equal,
+    bitwise_equal_or_both_nan,
+    correctly_rounded_torch_sqrt,
+    from_torch,
+    grad_stream,
+    init_params,
+)
 
 import jaxopt_lab as jol
+from jaxopt_lab import registry
 
 torch = pytest.importorskip("torch")
 
-STEPS = 50
+STEPS = 30
 LABELS = ["base", "head", "base", "head"]  # per leaf of _reference.SHAPES
-GROUPS = {
-    "sgd-two-lrs": (
-        lambda: {"base": jol.sgd(lr=1e-2, momentum=0.9), "head": jol.sgd(lr=1e-3, momentum=0.9)},
-        lambda base, head: torch.optim.SGD(
-            [{"params": base}, {"params": head, "lr": 1e-3}], lr=1e-2, momentum=0.9, foreach=False
-        ),
-    ),
-    "adamw-two-decays": (
-        lambda: {"base": jol.adamw(weight_decay=0.1), "head": jol.adamw(weight_decay=0.0)},
-        lambda base, head: torch.optim.AdamW(
-            [{"params": base}, {"params": head, "weight_decay": 0.0}],
-            weight_decay=0.1,
-            foreach=False,
-        ),
-    ),
-}
 
 
-@pytest.mark.parametrize("name", list(GROUPS))
-def test_param_groups_match_torch(name):
-    make_ours, make_torch = GROUPS[name]
-    p0 = init_params(np.float64)
-    opt = jol.param_groups(LABELS, make_ours())
-    params = [jnp.asarray(p) for p in p0]
-    state = opt.init(params)
-    step = jax.jit(opt.update)
-    tp = [torch.tensor(p, requires_grad=True) for p in p0]
-    topt = make_torch([tp[0], tp[2]], [tp[1], tp[3]])
-    for grads in grad_stream(STEPS, np.float64):
-        params, state = step(params, [jnp.asarray(g) for g in grads], state)
-        for p, g in zip(tp, grads, strict=True):
-            p.grad = torch.from_numpy(g)
-        topt.step()
-    for ours, theirs in zip(params, tp, strict=True):
-        ref = theirs.detach().numpy()
-        # float64: same arithmetic up to torch's MKL sqrt; see test_parity's derivation.
-        np.testing.assert_allclose(np.asarray(ours), ref, rtol=0, atol=1e-12 * np.max(np.abs(ref)))
+class Group:
+    """Two param groups: ``base`` with ``kwargs``, ``head`` with ``kwargs | head``."""
+
+    def __init__(self, algo: str, head: dict[str, Any], kwargs: dict[str, Any] | None = None):
+        self.algo, self.head, self.kwargs = algo, head, kwargs or {}
+        self.id = f"{algo}-" + "-".join(f"{k}={v}" for k, v in head.items())
+
+    def make(self) -> jol.Optimizer:
+        factory = registry.get(self.algo).factory
+        return jol.param_groups(
+            LABELS,
+            {"base": factory(**self.kwargs), "head": factory(**{**self.kwargs, **self.head})},
+        )
+
+    def make_torch(self, base: list, head: list) -> Any:
+        cls = getattr(torch.optim, registry.get(self.algo).torch_class)
+        switches = {"foreach": False} if "foreach" in inspect.signature(cls).parameters else {}
+        groups = [{"params": base}, {"params": head, **self.head}]
+        return cls(groups, **self.kwargs, **switches)
+
+
+def _tenth_lr(algo: str) -> Group:
+    return Group(algo, {"lr": registry.get(algo).defaults()["lr"] / 10})
+
+
+GROUPS: list[Group] = [_tenth_lr(a) for a in registry.names(per_step=True)] + [
+    Group("sgd", {"lr": 1e-3}, {"lr": 1e-2, "momentum": 0.9}),
+    Group("adamw", {"weight_decay": 0.0}, {"weight_decay": 0.1}),
+    Group("rmsprop", {"momentum": 0.5, "centered": True}),
+]
+
+
+def _state_leaves(state: Any, field: str) -> list[Any]:
+    """A field's leaves in params order, from the group states (None where a group or torch
+    keeps no such buffer)."""
+    taken = {}
+    for name, group_state in state.inner.items():
+        value = getattr(group_state, field)
+        leaves = [] if value is None else jax.tree.leaves(value, is_leaf=lambda x: x is None)
+        taken[name] = iter(leaves)
+    return [next(taken[label], None) for label in LABELS]
+
+
+@pytest.mark.parametrize("row", GROUPS, ids=lambda r: r.id)
+def test_param_groups_match_torch(row: Group):
+    with jax.enable_x64(False), correctly_rounded_torch_sqrt():
+        opt = row.make()
+        params = [jnp.asarray(p) for p in init_params(np.float32)]
+        state = opt.init(params)
+        step = jax.jit(opt.update)
+        tp = [torch.tensor(p, requires_grad=True) for p in init_params(np.float32)]
+        topt = row.make_torch([tp[0], tp[2]], [tp[1], tp[3]])
+        fields = [f for f in next(iter(state.inner.values()))._fields[1:]]
+        for t, grads in enumerate(grad_stream(STEPS, np.float32)):
+            params, state = step(params, [jnp.asarray(g) for g in grads], state)
+            for p, g in zip(tp, grads, strict=True):
+                p.grad = torch.from_numpy(g)
+            topt.step()
+            for i, (ours, theirs) in enumerate(zip(params, tp, strict=True)):
+                same = bitwise_equal_or_both_nan(np.asarray(ours), from_torch(theirs))
+                assert same.all(), f"step {t}, param {i}: {(~same).sum()} elements differ"
+            for field in fields:
+                for i, leaf in enumerate(_state_leaves(state, field)):
+                    if leaf is None:
+                        continue
+                    theirs = from_torch(topt.state[tp[i]][field])
+                    same = bitwise_equal_or_both_nan(np.asarray(leaf), theirs)
+                    assert same.all(), f"step {t}, {field}[{i}]: {(~same).sum()} elements differ"
 
 
 def test_param_groups_labels_function():

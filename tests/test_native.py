@@ -28,9 +28,6 @@ from jaxopt_lab.optim import native as _native
 
 KERNEL_CASES = [c for c in CASES if c.has_kernel]
 KERNELS = _native.status()
-needs_kernels = pytest.mark.skipif(
-    not KERNELS.available, reason=f"the one-pass kernels cannot run here: {KERNELS.reason}"
-)
 STEPS = 4
 TARGETS = ("jaxopt_lab_adam_f32", "jaxopt_lab_amsgrad_f32", "jaxopt_lab_sgd_momentum_f32")
 
@@ -116,7 +113,7 @@ def test_extension_is_built():
     assert KERNELS.available, KERNELS.reason
 
 
-@needs_kernels
+@pytest.mark.requires_kernels
 @pytest.mark.parametrize("case", KERNEL_CASES, ids=lambda c: c.id)
 def test_kernel_equals_pure_rule(case, monkeypatch):
     """Bit for bit, except a NaN's sign and payload: IEEE 754 leaves them open, and x86 takes
@@ -141,7 +138,7 @@ def _kernel_leaf_shapes(hlo: str) -> set[str]:
     return shapes
 
 
-@needs_kernels
+@pytest.mark.requires_kernels
 @pytest.mark.skipif(
     KERNELS.available and not KERNELS.hardware_fma,
     reason=f"auto keeps XLA's loops: this build has no hardware FMA here ({KERNELS.build})",
@@ -164,7 +161,7 @@ def test_kernel_is_used_where_it_should(monkeypatch):
         assert _kernel_calls(hlo) == (1 if shapes else 0), mode  # all of them in one call
 
 
-@needs_kernels
+@pytest.mark.requires_kernels
 def test_kernel_updates_in_place_when_donated(monkeypatch):
     """With donation the compiled step copies no parameter-sized buffer (the kernel aliases)."""
     monkeypatch.setenv("JAXOPT_LAB_NATIVE", "always")
@@ -181,7 +178,7 @@ GRAD_CASES = [
 ]
 
 
-@needs_kernels
+@pytest.mark.requires_kernels
 @pytest.mark.parametrize("case", GRAD_CASES, ids=lambda c: c.id)
 def test_derivatives_and_vmap_through_a_kernel(case, monkeypatch):
     """``vmap``: bit for bit. ``jax.grad`` of a loss after one update: within 4 ULP.
@@ -215,7 +212,7 @@ def test_derivatives_and_vmap_through_a_kernel(case, monkeypatch):
     assert all(_same_up_to_nan_sign(x, y) for x, y in zip(batched_a, batched_b, strict=True))
 
 
-@needs_kernels
+@pytest.mark.requires_kernels
 def test_gpu_lowering_uses_the_pure_rule(monkeypatch):
     """Lowered for CUDA the update calls no kernel (``platform_dependent``); for CPU it does."""
     monkeypatch.setenv("JAXOPT_LAB_NATIVE", "always")

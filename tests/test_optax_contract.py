@@ -416,7 +416,10 @@ def _torch_zero_run(name: str, static: dict, traced: dict) -> list[list[np.ndarr
 @pytest.mark.parametrize("x64", [False, True], ids=["x64-off", "x64-on"])
 @pytest.mark.parametrize(
     ("name", "static", "traced", "native"),
-    TRACED_ZERO,
+    [
+        pytest.param(*row, marks=[pytest.mark.requires_kernels] if row[3] == "always" else [])
+        for row in TRACED_ZERO
+    ],
     ids=[f"{n}-{'-'.join(t)}-{'kernel' if m == 'always' else 'xla'}" for n, _, t, m in TRACED_ZERO],
 )
 def test_traced_zero_is_torchs_zero_step(name, static, traced, native, x64, monkeypatch):

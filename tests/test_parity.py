@@ -101,9 +101,17 @@ def _bitwise(equal=bitwise_equal) -> Callable[[np.ndarray, np.ndarray, str], Non
     return check
 
 
+_THEIRS: dict = {}
+
+
 def _torch_single(case: Case, dtype, steps: int = STEPS, stream: str = "ill-scaled"):
-    with correctly_rounded_torch_sqrt():
-        return torch_trajectory(case, dtype, steps, foreach=False, stream=stream)
+    """torch's single-tensor trajectory with a correctly rounded sqrt, computed once per
+    configuration and shared between tests (the x64-off and x64-on rows compare with it)."""
+    key = (case.id, np.dtype(dtype).name, steps, stream)
+    if key not in _THEIRS:
+        with correctly_rounded_torch_sqrt():
+            _THEIRS[key] = torch_trajectory(case, dtype, steps, foreach=False, stream=stream)
+    return _THEIRS[key]
 
 
 _X64 = pytest.mark.parametrize("x64", [False, True], ids=["x64-off", "x64-on"])
@@ -112,6 +120,7 @@ _X64 = pytest.mark.parametrize("x64", [False, True], ids=["x64-off", "x64-on"])
 # The default run (``make test``) takes one representative of each wider table; the rest are
 # marked ``slow`` and run by ``make test-slow`` (CI runs both).
 _SLOW = pytest.mark.slow
+_KERNELS = pytest.mark.requires_kernels  # skipped where the kernels cannot run (conftest.py)
 
 
 @pytest.mark.parametrize(
@@ -135,7 +144,8 @@ def test_float64_trajectory(case, foreach):
 @_X64
 @pytest.mark.parametrize(
     ("case", "native"),
-    [(c, "off") for c in CASES] + [(c, "always") for c in CASES if c.has_kernel],
+    [(c, "off") for c in CASES]
+    + [pytest.param(c, "always", marks=_KERNELS) for c in CASES if c.has_kernel],
     ids=lambda x: x.id if hasattr(x, "id") else {"off": "xla", "always": "kernel"}[x],
 )
 def test_float32_bitwise_single_tensor(case, native, x64):

@@ -36,6 +36,10 @@ and cleaned up by the next :class:`Checkpointer` on that directory). Saves are s
 
 Scope: single-process runs (arrays are gathered to the host before writing). Multi-host training
 should use orbax's sharded array handlers directly.
+
+Length: one on-disk format and the one class that writes and reads it; the private helpers (tree
+layout and its differences, leaves to and from the host, orbax's noise on a failed read) serve
+only :class:`Checkpointer` and are read with it.
 """
 
 from __future__ import annotations
@@ -67,8 +71,14 @@ _MAX_LISTED = 8  # differences listed in one error message
 class DataPosition(NamedTuple):
     """Where the input pipeline stands: enough to rebuild the next batch exactly.
 
+    Saved and restored as given, in the caller's numbering. jaxopt_lab's own epoch loop
+    (:func:`jaxopt_lab.cifar.train.run_epochs`, so ``fit`` and the cross-check) numbers epochs
+    from 1, as the ``epoch`` it passes to :func:`jaxopt_lab.cifar.data.batches`: its checkpoint
+    after the whole of epoch ``e`` holds ``DataPosition(e + 1, 0, seed)``.
+
     Attributes:
-        epoch: the epoch in progress (0-based).
+        epoch: the epoch in progress (1-based in jaxopt_lab's loop, which never stores the
+            default 0).
         batch_index: batches of ``epoch`` already consumed; the next batch is this index.
         shuffle_seed: the seed the epoch's permutation was drawn from.
     """

@@ -3,30 +3,43 @@
 Sources (`load_cifar10(source, split)`), all decoded once into a uint8 (N,32,32,3) array:
 
 - a tensorflow-datasets `data_dir` holding a prepared `cifar10` in `array_record` format, read
-  with `tfds.data_source` without TensorFlow (records sorted by `id`, the split's order);
+  with `tfds.data_source` without TensorFlow (records sorted by `id`, the split's order), or in
+  tfds's default TFRecord format (`*.tfrecord-*` shards, what `tfds.load` prepares), read here
+  record by record, also without TensorFlow (whole splits only);
 - the official `cifar-10-python.tar.gz`, or the `cifar-10-batches-py` folder it extracts to
-  (what torchvision downloads);
+  (what torchvision downloads), unpickled by a restricted unpickler that builds only what the
+  format holds (dicts, lists, bytes, numpy arrays) and refuses any other global;
 - an `.npz` with `image` (uint8 N×32×32×3) and `label` (integers 0..9, N);
 - None: look for a prepared tfds `cifar10` under `$TFDS_DATA_DIR` and `~/tensorflow_datasets`
   and for the official archive in the cache (`$JAXOPT_LAB_DATA`, default
-  `~/.cache/jaxopt_lab`); if none is there and the official host answers within 3 s, download
-  the archive into the cache (163 MB, MD5-checked); otherwise say so in one line and return a
+  `~/.cache/jaxopt_lab`); if none is there and the official host answers within 3 s (through
+  the proxy in `https_proxy`/`HTTPS_PROXY` where one is set, as urllib uses it), download the
+  archive into the cache (163 MB, MD5-checked); otherwise say so in one line and return a
   clearly labelled synthetic stand-in (`synthetic_cifar10`), or raise if `offline_ok=False`.
 
 `batches` then yields float images in [0, 1] computed exactly like torchvision's `ToTensor()`
 (`u8.float().div(255)`), so a JAX and a torch trainer fed from it see bit-identical inputs.
+
+Length: five readers (npz, python pickles, tfds array_record, tfds TFRecord, the download), the
+auto mode, the synthetic stand-in and the batching share `Dataset`'s checks and one message of
+what to pass (`HOW_TO_GET_DATA`); each part is short, and the sections below keep them apart.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
+import json
 import os
 import pickle
+import re
 import socket
+import struct
 import sys
 import tarfile
 import threading
+import urllib.parse
 import urllib.request
 import zipfile
 import zlib
@@ -69,8 +82,9 @@ _SYNTHETIC_TASK_SEED = 20091  # fixes the synthetic classes' patterns, whatever 
 
 HOW_TO_GET_DATA = (
     "pass one of: a tensorflow-datasets data_dir holding a prepared `cifar10` (array_record "
-    "format; e.g. `tfds build cifar10 --file_format=array_record` on a machine with "
-    "TensorFlow), the official cifar-10-python.tar.gz or its extracted cifar-10-batches-py "
+    "format, e.g. `tfds build cifar10 --file_format=array_record` on a machine with "
+    "TensorFlow, or tfds's default TFRecord format), the official cifar-10-python.tar.gz or its "
+    "extracted cifar-10-batches-py "
     "folder, or an .npz with `image` (uint8 N×32×32×3) and `label` (integers 0..9, N)"
 )
 
@@ -166,12 +180,66 @@ def _pickle_batches(split: str) -> list[str]:
     raise ValueError(f"split {split!r}: the CIFAR-10 python archive has 'train' and 'test'")
 
 
+def _pickle_globals() -> dict[tuple[str, str], Any]:
+    """The only globals a CIFAR-10 python batch may name, and what each resolves to.
+
+    A batch is a dict of bytes, a list of int labels, a list of bytes file names and one uint8
+    numpy array. The official archive (Python 2, numpy 1) pickles the array as
+    `numpy.core.multiarray._reconstruct(numpy.ndarray, ...)` with a `numpy.dtype`; copies
+    re-pickled by Python 3 with numpy 2 name `numpy._core.multiarray._reconstruct` (protocol
+    2-4) or `numpy._core.numeric._frombuffer` (protocol 5), and at protocol 2 write bytes as
+    `_codecs.encode(str, "latin1")`. Each resolves to the function itself, so no module is
+    imported by name (nor numpy 2's deprecated `numpy.core` alias).
+    """
+    import codecs
+
+    try:
+        from numpy._core.multiarray import _reconstruct
+        from numpy._core.numeric import _frombuffer
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import _reconstruct
+        from numpy.core.numeric import _frombuffer
+    allowed: dict[tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,
+    }
+    for core in ("numpy.core", "numpy._core"):
+        allowed[(f"{core}.multiarray", "_reconstruct")] = _reconstruct
+        allowed[(f"{core}.numeric", "_frombuffer")] = _frombuffer
+    return allowed
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 python batch; refuses every global but `_pickle_globals()`'s.
+
+    A pickle can name any importable callable and call it while loading (`os.system`,
+    `builtins.eval`, ...); a batch needs only numpy's array reconstruction, so nothing else is
+    resolved, and what is refused is named in the error.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _pickle_globals()[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"refused to load global {module}.{name}: a CIFAR-10 python batch holds only "
+                "dicts, lists, bytes and numpy arrays (a tampered or foreign pickle?)"
+            ) from None
+
+
+def _unpickle_batch(blob: bytes) -> Any:
+    """`pickle.loads(blob, encoding="bytes")` through `_BatchUnpickler` (the official batches
+    were written by Python 2: `encoding="bytes"` keeps its str keys and data as bytes)."""
+    return _BatchUnpickler(io.BytesIO(blob), encoding="bytes").load()
+
+
 def _from_pickles(blobs: Sequence[bytes], where: str) -> tuple[np.ndarray, np.ndarray]:
     """CIFAR-10 python batches (pickled dicts, `data` uint8 N×3072 in CHW order) → arrays."""
     images, labels = [], []
     for blob in blobs:
         try:
-            d = pickle.loads(blob, encoding="bytes")  # the official format is a pickle
+            d = _unpickle_batch(blob)  # the official format is a pickle: restricted, see above
             data, lab = d[b"data"], d[b"labels"]
         except Exception as e:
             raise ValueError(f"{where}: not a CIFAR-10 python batch ({e})") from e
@@ -222,7 +290,46 @@ def _decode_image(encoded: bytes) -> np.ndarray:
     return np.frombuffer(im.tobytes(), np.uint8).reshape(im.height, im.width, 3)
 
 
+def _examples_to_dataset(records: Sequence[Any], where: str, name: str) -> Dataset:
+    """tfds `cifar10` records → a `Dataset` sorted by `id` (`train_NNNNN` / `test_NNNNN`).
+
+    Records are serialized `tf.train.Example`s (parsed here with protobuf, their PNGs decoded
+    with PIL: ~2× faster than tfds's per-record decoding, ~2 s vs ~4.4 s for the 10,000 test
+    images on 2 busy CPU cores, PIL's PNG decode being most of it), or dicts tfds already
+    decoded (e.g. `tfds.testing.mock_data`).
+    """
+    n = len(records)
+    if n and isinstance(records[0], bytes):
+        from tensorflow_datasets.proto import tf_example_pb2
+    images = np.empty((n, *IMAGE_SHAPE), np.uint8)
+    labels = np.empty(n, np.int64)
+    ids = []
+    for i, rec in enumerate(records):
+        if isinstance(rec, bytes):
+            try:
+                f = tf_example_pb2.Example.FromString(rec).features.feature
+                image = _decode_image(f["image"].bytes_list.value[0])
+                labels[i] = f["label"].int64_list.value[0]
+                ids.append(f["id"].bytes_list.value[0].decode())
+            except Exception as e:  # protobuf's DecodeError, PIL's errors, a missing feature
+                raise ValueError(
+                    f"{where}: record {i} is not a cifar10 example (image, label, id): {e!r}"
+                ) from e
+        else:
+            image = np.asarray(rec["image"])
+            labels[i] = rec["label"]
+            ids.append(rec["id"].decode() if isinstance(rec["id"], bytes) else str(rec["id"]))
+        if image.shape != IMAGE_SHAPE:
+            raise ValueError(f"{where}: record {ids[-1]} has image shape {image.shape}")
+        images[i] = image
+    order = np.argsort(np.asarray(ids), kind="stable")  # the split's order
+    return Dataset(images[order], _as_labels(labels[order], where), name)
+
+
 def _load_tfds(data_dir: Path, split: str) -> Dataset:
+    version_dir = _version_dir(data_dir)
+    if not any(version_dir.glob("*.array_record-*")) and _tfrecord_shards(version_dir, "*"):
+        return _load_tfrecord(data_dir, version_dir, split)
     import tensorflow_datasets as tfds
 
     try:
@@ -239,39 +346,107 @@ def _load_tfds(data_dir: Path, split: str) -> Dataset:
             f"{HOW_TO_GET_DATA}"
         ) from e
     n = len(src)
-    # The serialized records (tf.train.Example protos) are parsed here with protobuf and their
-    # PNGs decoded with PIL: ~2× faster than tfds's per-record decoding (~2 s vs ~4.4 s for
-    # the 10,000 test images on 2 busy CPU cores; PIL's PNG decode is most of it). Sources
-    # whose records come back already decoded as dicts (e.g. `tfds.testing.mock_data`) are read
-    # through tfds's own decoding, one record at a time.
     raw = src.data_source
-    if n and isinstance(raw[0], bytes):
-        from tensorflow_datasets.proto import tf_example_pb2
-
+    if n and isinstance(raw[0], bytes):  # serialized records, read in one call
         records: list[Any] = list(raw.__getitems__(list(range(n))))
-    else:
+    else:  # decoded by tfds (e.g. `tfds.testing.mock_data`), one record at a time
         records = [src[i] for i in range(n)]
-    images = np.empty((n, *IMAGE_SHAPE), np.uint8)
-    labels = np.empty(n, np.int64)
-    ids = []
-    for i, rec in enumerate(records):
-        if isinstance(rec, bytes):
-            f = tf_example_pb2.Example.FromString(rec).features.feature
-            image = _decode_image(f["image"].bytes_list.value[0])
-            labels[i] = f["label"].int64_list.value[0]
-            ids.append(f["id"].bytes_list.value[0].decode())
-        else:
-            image = np.asarray(rec["image"])
-            labels[i] = rec["label"]
-            ids.append(rec["id"].decode() if isinstance(rec["id"], bytes) else str(rec["id"]))
-        if image.shape != IMAGE_SHAPE:
-            raise ValueError(f"{data_dir}: record {ids[-1]} has image shape {image.shape}")
-        images[i] = image
-    order = np.argsort(np.asarray(ids), kind="stable")  # `id` = train_NNNNN / test_NNNNN
-    return Dataset(
-        images[order],
-        _as_labels(labels[order], str(data_dir)),
-        f"CIFAR-10 {split} from tfds data_dir {data_dir} ({n:,} images)",
+    return _examples_to_dataset(
+        records, str(data_dir), f"CIFAR-10 {split} from tfds data_dir {data_dir} ({n:,} images)"
+    )
+
+
+# --------------------------------------------------------------------------- tfds TFRecord
+
+
+def _version_dir(data_dir: Path) -> Path:
+    """The newest prepared version of `cifar10` under `data_dir` (tfds also reads the newest)."""
+    dirs = [p.parent for p in (data_dir / "cifar10").glob("*/dataset_info.json")]
+    return max(dirs, key=lambda d: [int(x) if x.isdigit() else -1 for x in d.name.split(".")])
+
+
+def _tfrecord_shards(version_dir: Path, split: str) -> list[Path]:
+    """The split's TFRecord shards, in either of tfds's file name templates (`*`: any split)."""
+    names = (f"cifar10-{split}.tfrecord-*", f"cifar10-{split}-*-of-*.tfrecord")
+    return sorted({p for pattern in names for p in version_dir.glob(pattern)})
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        c = byte
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def _masked_crc32c(data: bytes) -> int:
+    """TFRecord's checksum: CRC-32C (Castagnoli), rotated right by 15 bits plus a constant."""
+    c = 0xFFFFFFFF
+    for b in data:
+        c = _CRC32C[(c ^ b) & 0xFF] ^ (c >> 8)
+    c ^= 0xFFFFFFFF
+    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _tfrecord_records(path: Path) -> list[bytes]:
+    """The records of an uncompressed TFRecord file, without TensorFlow.
+
+    Each record is: uint64 length, the length's masked CRC-32C (uint32), the data, the data's
+    masked CRC-32C (little-endian). The length checksums are verified (they tell a TFRecord
+    file from anything else, compressed shards included); the data checksums are not (Python's
+    standard library has no CRC-32C, and in pure Python it would take minutes for 180 MB): a
+    damaged record fails to parse as a `tf.train.Example` or to decode as a PNG instead.
+    """
+    buf = path.read_bytes()
+    records, at = [], 0
+    while at < len(buf):
+        if at + 12 > len(buf) or struct.unpack_from("<I", buf, at + 8)[0] != _masked_crc32c(
+            buf[at : at + 8]
+        ):
+            raise ValueError(
+                f"{path}: not an uncompressed TFRecord file (bad record header at byte {at}); "
+                f"rebuild the dataset, or {HOW_TO_GET_DATA}"
+            )
+        start = at + 12
+        end = start + struct.unpack_from("<Q", buf, at)[0]
+        if end + 4 > len(buf):
+            raise ValueError(f"{path}: truncated TFRecord file (record at byte {at})")
+        records.append(buf[start:end])
+        at = end + 4
+    return records
+
+
+def _load_tfrecord(data_dir: Path, version_dir: Path, split: str) -> Dataset:
+    """A tfds `cifar10` prepared in TFRecord format (tfds's default): its shards, read here."""
+    info = json.loads((version_dir / "dataset_info.json").read_text() or "{}")
+    lengths = {
+        s.get("name"): sum(int(n) for n in s.get("shardLengths", []))
+        for s in info.get("splits", [])
+    }
+    shards = _tfrecord_shards(version_dir, split)
+    if not re.fullmatch(r"\w+", split) or not shards:
+        found = sorted({re.split(r"[.-]", p.name)[1] for p in _tfrecord_shards(version_dir, "*")})
+        raise ValueError(
+            f"{version_dir}: a tfds cifar10 in TFRecord format with splits {found}, read here "
+            f"whole; {split!r} is not one of them (for slices convert it to array_record where "
+            f"TensorFlow is installed: `tfds convert_format --dataset_version_dir={version_dir} "
+            "--out_file_format=array_record`)"
+        )
+    records = [r for shard in shards for r in _tfrecord_records(shard)]
+    if split in lengths and lengths[split] != len(records):
+        raise ValueError(
+            f"{version_dir}: {len(records):,} records in the {split!r} shards, "
+            f"dataset_info.json says {lengths[split]:,} (an incomplete copy?)"
+        )
+    return _examples_to_dataset(
+        records,
+        str(version_dir),
+        f"CIFAR-10 {split} from tfds data_dir {data_dir} (TFRecord, {len(records):,} images)",
     )
 
 
@@ -317,25 +492,68 @@ def _find_local() -> Path | None:
     return None
 
 
-def _host_reachable(url: str = CIFAR10_URL, timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """Whether a TCP connection to the download host opens within `timeout` seconds, DNS included.
+def _proxy_for(url: str) -> str | None:
+    """The proxy urllib's `urlopen` (the download) uses for `url`: `https_proxy`/`HTTPS_PROXY`
+    for an https URL (`http_proxy` for http), unless `no_proxy` names its host; else None."""
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return proxy
 
-    Runs in a daemon thread so that a hanging resolver cannot hold the caller past `timeout`.
+
+def _without_credentials(proxy: str) -> str:
+    """`proxy` as it may be shown: `scheme://host:port`, without `user:password@`."""
+    parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+
+
+def _tunnel_opens(proxy: str, host: str, port: int, timeout: float) -> bool:
+    """Whether the HTTP proxy `proxy` answers 200 to `CONNECT host:port` (the tunnel urllib
+    opens through it for an https download), sending its `user:password@` as Basic auth."""
+    parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False  # e.g. socks5://: urllib cannot download through it either
+    request = f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+    if parts.username is not None:
+        user = urllib.parse.unquote(parts.username)
+        secret = urllib.parse.unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{secret}".encode()).decode("ascii")
+        request += f"Proxy-Authorization: Basic {token}\r\n"
+    with socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout) as s:
+        s.sendall(f"{request}\r\n".encode("latin-1"))
+        status = s.makefile("rb").readline(1024).split()
+    return len(status) >= 2 and status[0].startswith(b"HTTP/") and status[1] == b"200"
+
+
+def _host_reachable(url: str = CIFAR10_URL, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether the download host answers within `timeout` seconds.
+
+    Directly: a TCP connection to it opens (DNS included). Where urllib's download would go
+    through a proxy (`_proxy_for`: `https_proxy`/`HTTPS_PROXY`, minus `no_proxy`), the proxy
+    opens a tunnel to it (`_tunnel_opens`). Runs in a daemon thread so that a hanging resolver
+    or a silent proxy cannot hold the caller past `timeout`.
     """
-    host = urllib.request.urlparse(url).hostname or ""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = _proxy_for(url)
     ok: list[bool] = []
 
     def probe() -> None:
         try:
-            with socket.create_connection((host, 443), timeout=timeout):
-                ok.append(True)
+            if proxy is not None:
+                ok.append(_tunnel_opens(proxy, host, port, timeout))
+            else:
+                with socket.create_connection((host, port), timeout=timeout):
+                    ok.append(True)
         except OSError:
             pass
 
     t = threading.Thread(target=probe, daemon=True)
     t.start()
     t.join(timeout)
-    return bool(ok)
+    return bool(ok) and ok[0]
 
 
 def _download(url: str, dest: Path, md5: str) -> None:
@@ -395,7 +613,9 @@ def load_cifar10(
         except (OSError, ValueError) as e:
             problem = f"the download failed ({e})"
     else:
-        problem = f"{urllib.request.urlparse(CIFAR10_URL).hostname} is unreachable"
+        proxy = _proxy_for(CIFAR10_URL)
+        via = f" through the proxy {_without_credentials(proxy)}" if proxy else ""
+        problem = f"{urllib.parse.urlsplit(CIFAR10_URL).hostname} is unreachable{via}"
     if not offline_ok:
         raise FileNotFoundError(f"no CIFAR-10 in {looked} and {problem}; {HOW_TO_GET_DATA}")
     train = split.startswith("train")  # same task, disjoint samples per split

@@ -7,6 +7,10 @@ The pieces, in the Flax-examples shape::
     metrics = eval_step(state, (images_BxHxWxC, labels_B, mask_B))  # sums, for padded batches
     state, history = fit(state, dataset, epochs=20, batch_size=64, eval_ds=test_ds)
 
+:func:`fit` is one :class:`EpochTask` (a train state) driven by :func:`run_epochs`, the epoch loop
+with the data position, checkpoints and resume; the cross-check drives its three trainers
+through the same loop.
+
 ``tx`` is any :class:`jaxopt_lab.Optimizer` (``init`` / ``update(params, grads, state)``); an optax
 transformation plugs in through :func:`jaxopt_lab.from_optax`.
 
@@ -36,6 +40,10 @@ Multi-host (several processes, each with its local devices) uses the same code:
    rows ``[i * B / P, (i + 1) * B / P)`` for process ``i`` of ``P``;
 4. metrics come back as replicated global arrays, so every process prints the same numbers
    (print from ``jax.process_index() == 0`` only).
+
+Length: the Flax examples' one ``train.py`` (step, evaluation, data parallelism, and the resumable
+epoch loop :func:`run_epochs` that :func:`fit` and the cross-check share); each part is short and
+they are read together.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache, wraps
 from itertools import islice
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -57,7 +65,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxopt_lab.cifar.checkpoint import Checkpointer, DataPosition
 from jaxopt_lab.losses import cross_entropy
-from jaxopt_lab.optim.base import Optimizer, Params
+from jaxopt_lab.optim.base import ClosureOptimizer, Optimizer, Params
 
 Batch: TypeAlias = tuple[Any, ...]
 """``(images_BxHxWxC, labels_B)`` for training, plus ``mask_B`` (bool) for evaluation."""
@@ -206,8 +214,14 @@ def _train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         logits_BxK = state.apply_fn({"params": params}, images_BxHxWxC)
         return cross_entropy(logits_BxK, labels_B), logits_BxK
 
-    (loss, logits_BxK), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    params, opt_state = state.tx.update(state.params, grads, state.opt_state)
+    if isinstance(state.tx, ClosureOptimizer):  # L-BFGS: the closure re-evaluates the batch
+        params, opt_state, loss = state.tx.step(
+            state.params, state.opt_state, jax.value_and_grad(lambda p: loss_fn(p)[0])
+        )
+        logits_BxK = state.apply_fn({"params": state.params}, images_BxHxWxC)
+    else:
+        (loss, logits_BxK), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        params, opt_state = state.tx.update(state.params, grads, state.opt_state)
     correct = jnp.sum(_predictions(logits_BxK, labels_B) == labels_B, dtype=jnp.int32)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, {"loss": loss, "correct": correct}
@@ -393,6 +407,134 @@ def evaluate(
     return {"loss": totals["loss_sum"] / count, "accuracy": totals["correct"] / count}
 
 
+class EpochTask(Protocol):
+    """What :func:`run_epochs` drives: :func:`fit`'s one train state, or the cross-check's trainers.
+
+    The loop owns the data position and the checkpoint rules; a task owns its model state, what it
+    records and prints, and what goes into a checkpoint.
+    """
+
+    @property
+    def step(self) -> int:
+        """The current state's checkpoint key: the steps it has taken."""
+        ...
+
+    def restore(self, checkpointer: Checkpointer) -> tuple[DataPosition, int]:
+        """Load the latest checkpoint; return its data position and the steps taken up to it."""
+        ...
+
+    def train(self, batches: Iterator[Batch], epoch: int, steps: int, bar: Any) -> None:
+        """Take ``steps`` steps of ``epoch``, one batch of ``batches`` each; advance ``bar``."""
+        ...
+
+    def end_epoch(self, epoch: int, steps: int, seconds: float, bar: Any) -> None:
+        """``epoch`` ended after ``steps`` steps (fewer than a whole epoch where ``max_steps``
+        stopped it) and ``seconds`` of training: evaluate, record, report (``bar.clear()`` first).
+        """
+        ...
+
+    def snapshot(self, position: DataPosition) -> tuple[Any, dict[str, Any]]:
+        """(arrays, JSON extras) to checkpoint at ``position``."""
+        ...
+
+
+def run_epochs(
+    task: EpochTask,
+    train_ds: Any,
+    *,
+    epochs: int,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    dtype: Any = np.float32,
+    max_steps: int | None = None,
+    checkpointer: Checkpointer | None = None,
+    checkpoint_every: int = 0,
+    progress: bool = True,
+    leave_bar: bool = True,
+) -> None:
+    """The resumable epoch loop: ``task`` trained on ``epochs`` passes over ``train_ds``.
+
+    The rules it owns, shared by :func:`fit` and the cross-check:
+
+    - data: epoch ``e`` (1-based) reads ``batches(train_ds, batch_size, drop_last=True,
+      shuffle=shuffle, seed=seed, epoch=e, dtype=dtype)``; a run stops after ``max_steps`` steps
+      in all, possibly inside an epoch (which then ends short: ``task.end_epoch`` sees fewer
+      steps);
+    - checkpoints (with a ``checkpointer``): a save every ``checkpoint_every`` steps inside an
+      epoch, one where ``max_steps`` stops an epoch (before ``end_epoch``: the epoch is still in
+      progress) and one after each complete epoch (after ``end_epoch``, at the next epoch's first
+      batch). Each holds ``task.snapshot(position)`` and the :class:`DataPosition` (1-based epoch,
+      batches of it consumed, ``seed``), keyed by ``task.step``; a step already saved is not saved
+      again;
+    - resume: if ``checkpointer`` holds a step, ``task.restore`` loads the latest one first and the
+      loop continues from its data position: the skipped batches are read and dropped, so the
+      batches, and with them the whole run, are those of the run that was never interrupted.
+
+    Raises:
+        ValueError: ``checkpoint_every`` is negative.
+    """
+    from tqdm.auto import tqdm
+
+    from jaxopt_lab.cifar.data import batches, num_batches
+
+    if checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be >= 0, got {checkpoint_every}")
+    steps_per_epoch = num_batches(train_ds, batch_size=batch_size, drop_last=True)
+    position, done = DataPosition(1, 0, seed), 0  # done: the steps taken so far
+    if checkpointer is not None and checkpointer.latest_step() is not None:
+        position, done = task.restore(checkpointer)
+    total = steps_per_epoch * epochs
+    if max_steps is not None:
+        total = min(total, max_steps)
+    every = checkpoint_every if checkpointer is not None else 0
+
+    def save(position: DataPosition) -> None:
+        if checkpointer is None or task.step in checkpointer.all_steps():
+            return
+        tree, extras = task.snapshot(position)
+        checkpointer.save(task.step, tree, data=position, extras=extras)
+
+    bar = tqdm(
+        total=total, initial=min(done, total), disable=not progress, unit="step", leave=leave_bar
+    )
+    try:
+        for epoch in range(position.epoch, epochs + 1):
+            if done >= total:
+                break
+            in_epoch = position.batch_index if epoch == position.epoch else 0
+            start = time.perf_counter()
+            epoch_batches: Iterator[Batch] = islice(
+                batches(
+                    train_ds,
+                    batch_size=batch_size,
+                    drop_last=True,
+                    shuffle=shuffle,
+                    seed=seed,
+                    epoch=epoch,
+                    dtype=dtype,
+                ),
+                in_epoch,  # batches consumed before the checkpoint this run resumed from
+                None,
+            )
+            take = min(steps_per_epoch - in_epoch, total - done)
+            while take > 0:
+                n = min(take, every - done % every) if every else take
+                task.train(epoch_batches, epoch, n, bar)
+                in_epoch, done, take = in_epoch + n, done + n, take - n
+                if take > 0:
+                    save(DataPosition(epoch, in_epoch, seed))
+            seconds = time.perf_counter() - start
+            complete = in_epoch == steps_per_epoch
+            if not complete:  # stopped by max_steps: resuming continues this epoch
+                save(DataPosition(epoch, in_epoch, seed))
+            task.end_epoch(epoch, in_epoch, seconds, bar)
+            if complete:
+                save(DataPosition(epoch + 1, 0, seed))
+    finally:
+        bar.close()
+
+
 def fit(
     state: TrainState,
     train_ds: Any,
@@ -415,7 +557,7 @@ def fit(
 
     After each epoch it prints ``[epoch N] running loss: SUM  accuracy: A %`` where ``SUM`` is the
     sum of the epoch's batch losses (what the tutorial prints) and ``A`` the accuracy on
-    ``eval_ds``.
+    ``eval_ds``. The loop, its checkpoints and the resume are :func:`run_epochs`'.
 
     Args:
         state: from :meth:`TrainState.create`; donated, use the returned one.
@@ -442,96 +584,95 @@ def fit(
     Returns:
         The final state and one :class:`EpochResult` per epoch (resumed epochs included).
     """
-    from tqdm.auto import tqdm
-
-    from jaxopt_lab.cifar.data import batches, num_batches
-
-    if checkpoint_every < 0:
-        raise ValueError(f"checkpoint_every must be >= 0, got {checkpoint_every}")
-    steps_per_epoch = num_batches(train_ds, batch_size=batch_size, drop_last=True)
     run_id = {"batch_size": batch_size, "shuffle": shuffle, "seed": seed, "examples": len(train_ds)}
-    history: list[EpochResult] = []
-    position, partial_losses = DataPosition(0, 0, seed), []
-    if checkpointer is not None and checkpointer.latest_step() is not None:
-        state, history, position, partial_losses = _resume(state, checkpointer, run_id)
-        if print_fn is not None:
-            print_fn(f"resumed from step {int(state.step)} in {checkpointer.directory}")
-    if mesh is not None:
-        state = replicate(state, mesh)
-    total = (
-        steps_per_epoch * epochs if max_steps is None else min(max_steps, steps_per_epoch * epochs)
+    task = _Fit(
+        state, run_id, eval_ds=eval_ds, dtype=dtype, mesh=mesh, scan=scan, print_fn=print_fn
     )
-    done = sum(h.steps for h in history) + len(partial_losses)  # steps this run has taken
-    every = checkpoint_every if checkpointer is not None else 0
-
-    def save(epoch: int, losses: list[float]) -> None:
-        """Checkpoint the state: ``epoch`` in progress with ``losses`` of it so far."""
-        if checkpointer is None or int(state.step) in checkpointer.all_steps():
-            return
-        extras = {**run_id, "history": [asdict(h) for h in history], "losses": losses}
-        position = DataPosition(epoch, len(losses), seed)
-        checkpointer.save(int(state.step), state, data=position, extras=extras)
-
-    bar = tqdm(
-        total=total, initial=min(done, total), disable=not progress, unit="step", leave=False
+    every = checkpoint_every
+    if scan and every > 0:  # a scanned epoch is one dispatch: only its end is saved
+        every = 0
+    run_epochs(
+        task,
+        train_ds,
+        epochs=epochs,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        dtype=dtype,
+        max_steps=max_steps,
+        checkpointer=checkpointer,
+        checkpoint_every=every,
+        progress=progress,
+        leave_bar=False,
     )
-    for epoch in range(max(position.epoch, 1), epochs + 1):
-        if done >= total:
-            break
-        losses = list(partial_losses) if epoch == position.epoch else []
-        start = time.perf_counter()
-        epoch_batches: Iterator[Batch] = islice(
-            batches(
-                train_ds,
-                batch_size=batch_size,
-                drop_last=True,
-                shuffle=shuffle,
-                seed=seed,
-                epoch=epoch,
-                dtype=dtype,
-            ),
-            len(losses),  # batches consumed before the checkpoint this run resumed from
-            None,
-        )
-        take = min(steps_per_epoch - len(losses), total - done)
-        if scan:
-            state, new = _fit_epoch_scan(state, epoch_batches, take, mesh)
-            losses, done = losses + new, done + take
-            bar.update(take)
-        while not scan and take > 0:
-            n = min(take, every - done % every) if every else take
-            state, new = _fit_epoch_loop(state, epoch_batches, n, mesh, bar)
-            losses, done, take = losses + new, done + n, take - n
-            if take > 0:
-                save(epoch, losses)
-        seconds = time.perf_counter() - start
-        complete = len(losses) == steps_per_epoch
-        if not complete:  # stopped by max_steps: resuming continues this epoch
-            save(epoch, losses)
+    return task.state, task.history
+
+
+class _Fit:
+    """:func:`fit`'s :class:`EpochTask`: one train state, its history and this epoch's losses."""
+
+    def __init__(
+        self,
+        state: TrainState,
+        run_id: dict[str, Any],
+        *,
+        eval_ds: Any | None,
+        dtype: Any,
+        mesh: Mesh | None,
+        scan: bool,
+        print_fn: Callable[[str], None] | None,
+    ) -> None:
+        self.state = replicate(state, mesh) if mesh is not None else state
+        self.run_id, self.eval_ds, self.dtype = run_id, eval_ds, dtype
+        self.mesh, self.scan, self.print_fn = mesh, scan, print_fn
+        self.history: list[EpochResult] = []
+        self.losses: list[float] = []  # the batch losses of the epoch in progress
+
+    @property
+    def step(self) -> int:
+        return int(self.state.step)
+
+    def restore(self, checkpointer: Checkpointer) -> tuple[DataPosition, int]:
+        """The latest checkpoint's state, history and current-epoch losses."""
+        restored = checkpointer.restore(self.state, expect_extras=self.run_id)
+        self.state = restored.state
+        if self.mesh is not None:
+            self.state = replicate(self.state, self.mesh)
+        self.history = [EpochResult(**h) for h in restored.extras["history"]]
+        self.losses = list(restored.extras["losses"])
+        if self.print_fn is not None:
+            self.print_fn(f"resumed from step {self.step} in {checkpointer.directory}")
+        position = restored.data or DataPosition(len(self.history) + 1, 0, self.run_id["seed"])
+        return position, sum(h.steps for h in self.history) + len(self.losses)
+
+    def train(self, batches: Iterator[Batch], epoch: int, steps: int, bar: Any) -> None:
+        if self.scan:
+            self.state, new = _fit_epoch_scan(self.state, batches, steps, self.mesh)
+            bar.update(steps)
+        else:
+            self.state, new = _fit_epoch_loop(self.state, batches, steps, self.mesh, bar)
+        self.losses = self.losses + new
+
+    def end_epoch(self, epoch: int, steps: int, seconds: float, bar: Any) -> None:
         accuracy = None
-        if eval_ds is not None:
-            accuracy = evaluate(state, eval_ds, dtype=dtype, mesh=mesh)["accuracy"]
+        if self.eval_ds is not None:
+            metrics = evaluate(self.state, self.eval_ds, dtype=self.dtype, mesh=self.mesh)
+            accuracy = metrics["accuracy"]
+        losses, self.losses = self.losses, []
         result = EpochResult(epoch, len(losses), float(np.sum(losses)), losses, accuracy, seconds)
-        history.append(result)
-        if complete:
-            save(epoch + 1, [])
-        if print_fn is not None:
+        self.history.append(result)
+        if self.print_fn is not None:
             acc = "" if accuracy is None else f"  accuracy: {100 * accuracy:.2f} %"
             bar.clear()
-            print_fn(f"[epoch {epoch}] running loss: {result.running_loss:.3f}{acc}")
-    bar.close()
-    return state, history
+            self.print_fn(f"[epoch {epoch}] running loss: {result.running_loss:.3f}{acc}")
 
-
-def _resume(
-    like: TrainState, checkpointer: Checkpointer, run_id: dict[str, Any]
-) -> tuple[TrainState, list[EpochResult], DataPosition, list[float]]:
-    """The latest checkpoint's state, history, data position and current-epoch losses."""
-    restored = checkpointer.restore(like, expect_extras=run_id)
-    extras = restored.extras
-    history = [EpochResult(**h) for h in extras["history"]]
-    position = restored.data or DataPosition(len(history) + 1, 0, run_id["seed"])
-    return restored.state, history, position, list(extras["losses"])
+    def snapshot(self, position: DataPosition) -> tuple[Any, dict[str, Any]]:
+        extras = {
+            **self.run_id,
+            "history": [asdict(h) for h in self.history],
+            "losses": self.losses,
+        }
+        return self.state, extras
 
 
 def _fit_epoch_loop(

@@ -10,15 +10,22 @@ the two is ``ids``:
 * otherwise ``ids`` is a pytree of ints with the params' structure, holding each leaf's torch id
   (``{"w": 1, "b": 0}``: leaf ``w`` is torch param 1).
 
-The optimizers here are elementwise, so a buffer maps exactly like its parameter. The hand-off::
+Every torch.optim algorithm hands off (``KINDS``). A buffer maps like its parameter: the
+same shape (most), a 0-d tensor (NAdam's ``mu_product``, ASGD's ``eta``/``mu``), or factors torch
+keeps for some params only (Adafactor: ``row_var``/``col_var`` for params of two or more dims,
+``variance`` for the others; ours hold ``None`` at the other leaves). L-BFGS is the exception:
+torch keeps its whole state under its *first* param (``d``, ``t``, ``old_dirs``, ``old_stps``,
+``ro``, ``H_diag``, ``prev_flat_grad``, ``prev_loss``, ``n_iter``, ``func_evals``), its vectors
+over all params flattened in torch's param order, and allows one param group only. The
+hand-off::
 
     # torch -> jaxopt_lab
-    opt = jol.optimizer_from_torch(torch_opt)               # same algorithm and hyper-parameters
-    params = jol.params_from_torch(list(model.parameters()), like=params)
-    state = jol.state_from_torch(torch_opt, params)          # == opt.init(params) after k steps
+    opt = jol.torch_state.optimizer_from_torch(torch_opt)  # same algorithm and hyper-params
+    params = jol.torch_state.params_from_torch(list(model.parameters()), like=params)
+    state = jol.torch_state.state_from_torch(torch_opt, params)  # == init + k steps
 
     # jaxopt_lab -> torch
-    torch_opt.load_state_dict(jol.state_to_torch(state, params, torch_opt))
+    torch_opt.load_state_dict(jol.torch_state.state_to_torch(state, params, torch_opt))
 
 One torch group becomes a plain state (``AdamState``...); several become a
 :class:`~jaxopt_lab.ParamGroupsState` with groups named ``"group0"``, ``"group1"``... (or
@@ -33,6 +40,15 @@ Differences from torch.optim:
     pass ``count`` (the number of steps taken, needed when a hyper-parameter is a schedule).
   * Buffers must already have the dtype of their parameter (torch's ``load_state_dict`` would
     cast silently; here a mismatch is a ``TypeError``).
+  * SparseAdam's ``step`` is a Python int in torch (its bias corrections run in double
+    precision); it is written back as one (``registry`` row: ``torch_int_step``).
+  * L-BFGS: torch keeps no count of ``step`` calls (``state_from_torch`` sets ``count`` to 0
+    unless passed; it matters only for a scheduled ``lr``); its history lists, oldest first,
+    are our ring buffers unrolled (see :func:`~jaxopt_lab.optim.lbfgs.lbfgs_state_to_torch`);
+    torch's scratch list ``al`` is dropped (torch recreates it).
+
+Length: one module for the whole hand-off (param ids and groups, per-leaf states, L-BFGS's flat
+state, both directions), each reader next to the writer it mirrors.
 
 torch is imported only when a function here is called.
 """
@@ -53,6 +69,7 @@ from jaxopt_lab.optim.adagrad import AdagradState
 from jaxopt_lab.optim.adam import AdamState
 from jaxopt_lab.optim.base import Optimizer, Params, State
 from jaxopt_lab.optim.groups import ParamGroupsState, param_groups
+from jaxopt_lab.optim.lbfgs import LBFGSState, lbfgs_state_from_torch, lbfgs_state_to_torch
 from jaxopt_lab.optim.rmsprop import RMSpropState
 from jaxopt_lab.optim.sgd import SGDState
 
@@ -69,10 +86,7 @@ __all__ = [
     "torch_kind",
 ]
 
-# Every registry algorithm whose state is one buffer per param leaf and field, except SparseAdam
-# (torch keeps its step as a Python int) and Adafactor (factored buffers exist for some leaves
-# only); L-BFGS hands off through ``jaxopt_lab.lbfgs_state_to_torch``/``..._from_torch``.
-KINDS = tuple(n for n in registry.names() if n not in ("sparse_adam", "adafactor", "lbfgs"))
+KINDS = registry.names()
 """The torch optimizers that can be handed over (``jaxopt_lab.registry`` names)."""
 
 # torch implementation switches: in every param group, never a hyper-parameter of ours.
@@ -124,7 +138,7 @@ def _group_kind(group: Mapping[str, Any]) -> str:
 
 
 def torch_kind(source: Any, kind: str | None = None) -> str:
-    """The optimizer's kind (``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``, ``"adagrad"``).
+    """The optimizer's kind: its :mod:`~jaxopt_lab.registry` name (``"sgd"``, ``"adamw"``...).
 
     Read from the optimizer's class when given one, else from the param_groups' keys. ``kind``,
     when given, is checked against what torch says (``ValueError`` on a mismatch); it is needed
@@ -183,6 +197,15 @@ def _group_optimizer(kind: str, group: Mapping[str, Any]) -> Optimizer:
         decoupled = group.get("decoupled_weight_decay", kind == "adamw")
         kwargs["decoupled_weight_decay"] = bool(decoupled)
     return registry.get(family).factory(**kwargs)
+
+
+def _one_group_only(kind: str, groups: Sequence[Any]) -> None:
+    """torch's LBFGS takes one param group (its constructor's rule); so does the hand-off."""
+    if kind == "lbfgs" and len(groups) != 1:
+        raise ValueError(
+            "LBFGS doesn't support per-parameter options (parameter groups): the torch state "
+            f"has {len(groups)} param groups, torch's LBFGS (and jaxopt_lab's) takes one"
+        )
 
 
 def _group_names(n_groups: int, group_names: Sequence[str] | None) -> list[str]:
@@ -291,13 +314,16 @@ def optimizer_from_torch(
         (default ``"group0"``, ``"group1"``...).
 
     Returns:
-      ``jol.sgd(...)``/``adam``/``adamw``/``rmsprop``/``adagrad`` with the group's values for one
-      group; for several, ``jol.param_groups(labels, {name: optimizer})``. Scalar tensors
-      (``lr=torch.tensor(0.01)``) become floats; torch's implementation switches are dropped.
+      ``jol.sgd(...)``, ``jol.adam(...)``... (the registry's factory) with the group's values
+      for one group; for several, ``jol.param_groups(labels, {name: optimizer})``. Scalar
+      tensors (``lr=torch.tensor(0.01)``) become floats; torch's implementation switches are
+      dropped. L-BFGS (a :class:`~jaxopt_lab.ClosureOptimizer`) takes one group only
+      (``ValueError`` otherwise).
     """
     sd, _ = _state_dict(source)
     kind = torch_kind(source, kind)
     groups = sd["param_groups"]
+    _one_group_only(kind, groups)
     opts = [_group_optimizer(kind, g) for g in groups]
     if len(groups) == 1:
         return opts[0]
@@ -393,6 +419,12 @@ def _entry(states: Mapping[Any, Any], pid: int) -> dict[str, Any]:
     return {k: v for k, v in entry.items() if v is not None}  # old SGD stored buffer=None
 
 
+def _per_leaf(tree: Any) -> tuple[list[Any], Any]:
+    """A state field's leaves, one per params leaf of its group, ``None`` where torch keeps no
+    such buffer for that param (Adafactor's factors), and the treedef that rebuilds the field."""
+    return jax.tree_util.tree_flatten(tree, is_leaf=lambda x: x is None)
+
+
 def _group_from_torch(
     kind: str,
     layout: _Layout,
@@ -403,8 +435,8 @@ def _group_from_torch(
 ) -> Any:
     fields = [f for f in type(init)._fields[1:] if getattr(init, f) is not None]
     has_step = registry.get(kind).torch_step
-    expected = set(fields) | ({"step"} if has_step else set())
-    like = {f: jax.tree_util.tree_leaves(getattr(init, f)) for f in fields}
+    per_leaf = {f: _per_leaf(getattr(init, f)) for f in fields}
+    like = {f: leaves for f, (leaves, _) in per_leaf.items()}
     position = {i: j for j, i in enumerate(members)}
     entries = {i: _entry(states, layout.ids[i]) for i in members}
     fresh = [i for i in members if not entries[i]]
@@ -418,9 +450,11 @@ def _group_from_torch(
             "group (it never got a gradient?); jaxopt_lab keeps one step count per group"
         )
     steps: dict[int, list[int]] = {}
-    columns: dict[str, list[jax.Array]] = {f: [] for f in fields}
+    columns: dict[str, list[jax.Array | None]] = {f: [] for f in fields}
     for i in members:
         e = entries[i]
+        kept = {f for f in fields if like[f][position[i]] is not None}
+        expected = kept | ({"step"} if has_step else set())
         if set(e) != expected:
             extra, missing = sorted(set(e) - expected), sorted(expected - set(e))
             raise ValueError(
@@ -428,7 +462,11 @@ def _group_from_torch(
                 f"missing {missing} for this {kind} configuration"
             )
         for f in fields:
-            columns[f].append(_as_array(e[f], like[f][position[i]], f"{f} of {layout.name(i)}"))
+            columns[f].append(
+                _as_array(e[f], like[f][position[i]], f"{f} of {layout.name(i)}")
+                if f in kept
+                else None
+            )
         if has_step:
             steps.setdefault(_step_value(e["step"], layout.name(i)), []).append(i)
     if not has_step:
@@ -445,10 +483,7 @@ def _group_from_torch(
         (n,) = steps
         if count is not None and count != n:
             raise ValueError(f"count={count}, but torch's state says step {n}")
-    new = {
-        f: jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(getattr(init, f)), columns[f])
-        for f in fields
-    }
+    new = {f: jax.tree_util.tree_unflatten(per_leaf[f][1], columns[f]) for f in fields}
     return init._replace(count=jnp.asarray(n, jnp.int32), **new)
 
 
@@ -470,7 +505,8 @@ def state_from_torch(
       ids: the leaf -> torch param id map (default: ``tree_leaves`` order; see module docstring).
       kind: optional check of the algorithm (:func:`torch_kind`).
       count: steps taken. Checked against torch's ``step`` where torch keeps one; for SGD
-        (which keeps none) it sets the count (default 1 with momentum buffers, else 0).
+        (which keeps none) it sets the count (default 1 with momentum buffers, else 0); for
+        L-BFGS (none either) too (default 0; at most torch's ``func_evals``).
       group_names: group names for several param groups (default ``"group0"``...).
 
     Returns:
@@ -487,13 +523,16 @@ def state_from_torch(
     sd, _ = _state_dict(source)
     kind = torch_kind(source, kind)
     groups = sd["param_groups"]
+    _one_group_only(kind, groups)
     layout = _Layout(params, groups, ids)
     opt = optimizer_from_torch(source, ids=ids, kind=kind, group_names=group_names)
     arrays = jax.tree_util.tree_unflatten(
         layout.treedef, [jnp.zeros(x.shape, x.dtype) for x in layout.leaves]
     )
-    init = opt.init(arrays)
     states = sd.get("state", {})
+    if kind == "lbfgs":
+        return _lbfgs_from_torch(layout, groups[0], states, arrays, count)
+    init = opt.init(arrays)
     if len(groups) == 1:
         return _group_from_torch(kind, layout, states, layout.members[0], init, count)
     names = _group_names(len(groups), group_names)
@@ -584,20 +623,23 @@ def _group_to_torch(
                 f"{where}field {f!r} has tree structure {jax.tree_util.tree_structure(ours)}, "
                 f"expected {jax.tree_util.tree_structure(theirs)}"
             )
-        leaves, likes = jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(theirs)
+        (leaves, _), (likes, _) = _per_leaf(ours), _per_leaf(theirs)
         columns[f] = [
-            _as_array(leaf, like, f"{where}{f} of {layout.name(i)}")
+            None if like is None else _as_array(leaf, like, f"{where}{f} of {layout.name(i)}")
             for leaf, like, i in zip(leaves, likes, members, strict=True)
         ]
     out: dict[int, dict[str, Any]] = {}
     if kind == "sgd" and count == 0:
         return out  # torch's SGD before its first step: no buffer yet
+    info = registry.get(kind)
     for j, i in enumerate(members):
         entry: dict[str, Any] = {}
-        if registry.get(kind).torch_step:
-            entry["step"] = torch.tensor(float(count), dtype=torch.float32)
+        if info.torch_step:  # SparseAdam's is a Python int, the others' a float32 tensor
+            step = torch.tensor(float(count), dtype=torch.float32)
+            entry["step"] = count if info.torch_int_step else step
         for f, col in columns.items():
-            entry[f] = _to_tensor(np.asarray(col[j]))
+            if col[j] is not None:  # (torch keeps Adafactor's factors for some params only)
+                entry[f] = _to_tensor(np.asarray(col[j]))
         if entry:
             out[layout.ids[i]] = entry
     return out
@@ -623,8 +665,11 @@ def state_to_torch(
 
     Returns:
       ``{"state": {param_id: {...}}, "param_groups": [...]}``: per param ``step`` (a float32
-      scalar tensor, omitted for SGD) and the buffers as CPU tensors of the params' dtypes.
-      An SGD state at ``count == 0`` gives an empty state (torch's SGD before its first step).
+      scalar tensor; a Python int for SparseAdam; omitted for SGD) and the buffers as CPU
+      tensors of the params' dtypes, where torch keeps them for that param. An SGD state at
+      ``count == 0`` gives an empty state (torch's SGD before its first step). L-BFGS: one
+      entry, under the first param, in torch's layout (see the module docstring), none before
+      its first step.
 
     Raises:
       ValueError: the state is not the target's kind or hyper-parameter configuration (e.g. no
@@ -634,11 +679,14 @@ def state_to_torch(
     sd, _ = _state_dict(target)
     kind = torch_kind(target, kind)
     groups = sd["param_groups"]
+    _one_group_only(kind, groups)
     layout = _Layout(params, groups, ids)
     opt = optimizer_from_torch(target, ids=ids, kind=kind, group_names=group_names)
     template = jax.eval_shape(opt.init, params)
     out: dict[int, dict[str, Any]] = {}
-    if len(groups) == 1:
+    if kind == "lbfgs":
+        out.update(_lbfgs_to_torch(layout, groups[0], state, template))
+    elif len(groups) == 1:
         out.update(_group_to_torch(kind, layout, layout.members[0], state, template, "state "))
     else:
         _check_type(state, template, "state ")
@@ -660,3 +708,140 @@ def state_to_torch(
                 )
             )
     return {"state": dict(sorted(out.items())), "param_groups": copy.deepcopy(list(groups))}
+
+
+# ---------------------------------------------------------------------------------------------
+# L-BFGS: one state for all params, under torch's first param
+
+_LBFGS_KEYS = frozenset(registry.get("lbfgs").state_keys)
+_LBFGS_COUNTERS = frozenset({"func_evals", "n_iter"})  # all torch has before it iterates
+_LBFGS_SCRATCH = frozenset({"al"})  # torch's two-loop scratch list, recreated by torch
+
+
+def _flat_permutation(layout: _Layout, group: Mapping[str, Any]) -> np.ndarray | None:
+    """``perm`` with ``ours == theirs[perm]``: torch flattens the params in its group's order,
+    jaxopt_lab in ``tree_leaves`` order (``None`` where the two orders agree)."""
+    where = {int(pid): k for k, pid in enumerate(group["params"])}
+    sizes = [int(np.prod(np.shape(x), dtype=np.int64)) for x in layout.leaves]
+    by_torch = sorted(range(len(sizes)), key=lambda i: where[layout.ids[i]])
+    if by_torch == list(range(len(sizes))):
+        return None
+    start, offset = {}, 0
+    for i in by_torch:
+        start[i], offset = offset, offset + sizes[i]
+    return np.concatenate([np.arange(start[i], start[i] + sizes[i]) for i in range(len(sizes))])
+
+
+def _lbfgs_like(template: LBFGSState) -> dict[str, Any]:
+    """The shape and dtype each tensor of torch's entry must have (lists: each element's)."""
+    n, P = template.d.shape, template.d.dtype
+    vector, scalar = jax.ShapeDtypeStruct(n, P), jax.ShapeDtypeStruct((), P)
+    return {
+        "d": vector,
+        "prev_flat_grad": vector,
+        "old_dirs": vector,
+        "old_stps": vector,
+        "ro": scalar,
+        "H_diag": scalar,  # (torch's first iteration stores the int 1)
+        "t": scalar,  # Python floats in torch, or a tensor of the params' dtype
+        "prev_loss": scalar,
+    }
+
+
+def _lbfgs_entry_checked(entry: Mapping[str, Any], template: LBFGSState, pid: int) -> None:
+    keys = set(entry) - _LBFGS_SCRATCH
+    n_iter = int(entry.get("n_iter", 0))
+    expected = _LBFGS_COUNTERS if keys <= _LBFGS_COUNTERS and n_iter == 0 else _LBFGS_KEYS
+    if keys and keys != expected:
+        extra, missing = sorted(keys - expected), sorted(expected - keys)
+        raise ValueError(
+            f"torch's LBFGS state (under param id {pid}) has keys {sorted(keys)}: unexpected "
+            f"{extra}, missing {missing}"
+        )
+    if expected is _LBFGS_COUNTERS:
+        return
+    pairs = {len(entry[k]) for k in ("old_dirs", "old_stps", "ro")}
+    if len(pairs) != 1:
+        raise ValueError(f"torch's LBFGS history lists differ in length: {sorted(pairs)}")
+    for key, like in _lbfgs_like(template).items():
+        values = entry[key] if isinstance(entry[key], (list, tuple)) else [entry[key]]
+        for k, value in enumerate(values):
+            if hasattr(value, "detach") or isinstance(value, np.ndarray):
+                what = f"LBFGS {key}" + (f"[{k}]" if isinstance(entry[key], list) else "")
+                _as_array(value, like, what)  # shape and dtype, or a clear error
+            elif key in ("d", "prev_flat_grad", "old_dirs", "old_stps", "ro"):
+                raise TypeError(f"torch's LBFGS {key} must hold tensors, got {type(value)}")
+
+
+def _permuted(entry: Mapping[str, Any], index: np.ndarray) -> dict[str, Any]:
+    """The entry with every flat vector re-ordered: ``v[index]`` (tensors stay tensors)."""
+
+    def take(v: Any) -> Any:
+        if hasattr(v, "detach"):
+            import torch
+
+            return v[torch.from_numpy(index)]
+        return np.asarray(v)[index]
+
+    out = dict(entry)
+    for key in ("d", "prev_flat_grad"):
+        if key in out:
+            out[key] = take(out[key])
+    for key in ("old_dirs", "old_stps"):
+        if key in out:
+            out[key] = [take(v) for v in out[key]]
+    return out
+
+
+def _lbfgs_from_torch(
+    layout: _Layout,
+    group: Mapping[str, Any],
+    states: Mapping[Any, Any],
+    arrays: Params,
+    count: int | None,
+) -> LBFGSState:
+    first = int(group["params"][0]) if group["params"] else 0
+    others = sorted(int(pid) for pid, e in states.items() if int(pid) != first and e)
+    if others:
+        raise ValueError(
+            f"torch's LBFGS keeps its state under its first param (id {first}); this state "
+            f"has entries for param ids {others}"
+        )
+    entry = _entry(states, first)
+    history_size = int(group["history_size"])
+    template = jax.eval_shape(registry.get("lbfgs").factory(history_size=history_size).init, arrays)
+    _lbfgs_entry_checked(entry, template, first)
+    func_evals = int(entry.get("func_evals", 0))
+    if count is not None and not 0 <= count <= func_evals:
+        raise ValueError(
+            f"count={count}, but torch's LBFGS state says {func_evals} closure evaluations "
+            "(each step call evaluates at least once)"
+        )
+    perm = _flat_permutation(layout, group)
+    if perm is not None:
+        entry = _permuted(entry, perm)
+    return lbfgs_state_from_torch(entry, arrays, history_size=history_size, count=count)
+
+
+def _lbfgs_to_torch(
+    layout: _Layout, group: Mapping[str, Any], state: Any, template: LBFGSState
+) -> dict[int, dict[str, Any]]:
+    _check_type(state, template, "state ")
+    for f in type(template)._fields:
+        ours, theirs = getattr(state, f), getattr(template, f)
+        if np.shape(ours) != theirs.shape or jnp.result_type(ours) != theirs.dtype:
+            raise ValueError(
+                f"state field {f!r} is {jnp.result_type(ours)}{list(np.shape(ours))}; the torch "
+                f"optimizer (history_size={group['history_size']}) over these params needs "
+                f"{theirs.dtype}{list(theirs.shape)}"
+            )
+    if not 0 <= int(state.count) <= int(state.func_evals):
+        raise ValueError(
+            f"state count {int(state.count)} with {int(state.func_evals)} closure evaluations "
+            "(each step call evaluates at least once)"
+        )
+    entry = lbfgs_state_to_torch(state)
+    perm = _flat_permutation(layout, group)
+    if perm is not None:
+        entry = _permuted(entry, np.argsort(perm))
+    return {int(group["params"][0]): entry} if entry else {}

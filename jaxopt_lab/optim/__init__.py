@@ -3,8 +3,9 @@
 Layout (one concept per module):
 
 - ``base``: ``Optimizer``/``ClosureOptimizer``, the ``(params, grads, state) -> (params, state)``
-  contract; ``leafwise``: the per-leaf builder every algorithm uses; ``grouped``: its variant for
-  rules that read a whole tensor (Adafactor's factored moments, Muon's matrix iteration).
+  contract; ``leafwise``: the builders, ``leafwise`` (a per-leaf rule, every elementwise
+  algorithm) and ``grouped`` (a rule over all leaves of a dtype with state of any shape: NAdam,
+  ASGD, Adafactor).
 - torch's arithmetic: ``kernels`` (one function per ATen op, with its rounding), ``double`` (torch's
   Python-double scalars carried as double-single pairs when x64 is off), ``reductions`` (torch's
   reduction orders), ``complex_params`` (complex tensors as torch's ``view_as_real``).

@@ -11,11 +11,14 @@ from jaxopt_lab.optim import complex_params as C
 from jaxopt_lab.optim import kernels as K
 from jaxopt_lab.optim.base import Optimizer, ScalarOrSchedule
 from jaxopt_lab.optim.checks import (
+    Bound,
+    check_hyperparams,
     check_ignored_flags,
-    check_number,
-    check_range,
+    epsilon,
     is_dynamic,
+    learning_rate,
     may_be_nonzero,
+    nonnegative,
 )
 from jaxopt_lab.optim.leafwise import LeafContext, ScalarMath, leafwise
 
@@ -82,13 +85,12 @@ def adadelta(
     tensors, the rest on their real view (:mod:`jaxopt_lab.optim.complex_params`).
     """
     check_ignored_flags(foreach, None, capturable, differentiable)
-    for name, value in (("lr", lr), ("rho", rho), ("eps", eps)):
-        check_number(value, name)
-    check_number(weight_decay, "weight_decay")
-    check_range(lr, lambda v: v >= 0.0, f"Invalid learning rate: {lr}")
-    check_range(rho, lambda v: 0.0 <= v <= 1.0, f"Invalid rho value: {rho}")
-    check_range(eps, lambda v: v >= 0.0, f"Invalid epsilon value: {eps}")
-    check_range(weight_decay, lambda v: v >= 0.0, f"Invalid weight_decay value: {weight_decay}")
+    check_hyperparams(
+        learning_rate(lr),
+        Bound("rho", rho, lambda v: 0.0 <= v <= 1.0, f"Invalid rho value: {rho}"),
+        epsilon(eps),
+        nonnegative("weight_decay", weight_decay),
+    )
     use_decay = may_be_nonzero(weight_decay)
     dynamic_decay = use_decay and is_dynamic(weight_decay)
 
@@ -121,7 +123,7 @@ def adadelta(
         square_avg = K.addcmul(K.mul(square_avg, s["rho"], zero), g, g, s["one_minus_rho"])
         std = K.sqrt(K.add_scalar(square_avg, s["eps"]))  # square_avg.add(eps).sqrt_()
         delta = K.sqrt(K.add_scalar(acc_delta, s["eps"]))  # acc_delta.add(eps).sqrt_()
-        delta = multiply(divide(delta, std, zero), g, zero)  # delta.div_(std).mul_(grad)
+        delta = K.multiply(K.divide(delta, std, zero), g, zero)  # delta.div_(std).mul_(grad)
         # acc_delta.mul_(rho).addcmul_(delta, delta, value=1 - rho)
         acc_delta = K.addcmul(K.mul(acc_delta, s["rho"], zero), delta, delta, s["one_minus_rho"])
         # param.add_(delta, alpha=-lr): on the complex param (view_as_complex(delta)) if complex
@@ -132,19 +134,3 @@ def adadelta(
         return p, (square_avg, acc_delta)
 
     return leafwise("adadelta", init_leaf, update_leaf, scalars, AdadeltaState)
-
-
-def divide(a: jax.Array, b: jax.Array, zero: jax.Array) -> jax.Array:
-    """``a / b`` of two tensors: one IEEE division in the math type.
-
-    The runtime ``-0.0`` added to ``b`` (value unchanged) stops XLA's algebraic simplifier from
-    turning ``a / sqrt(x)`` into ``a * rsqrt(x)``, which is not correctly rounded.
-    """
-    md = K.math_dtype(a.dtype)
-    return (a.astype(md) / (b.astype(md) + zero)).astype(a.dtype)
-
-
-def multiply(a: jax.Array, b: jax.Array, zero: jax.Array) -> jax.Array:
-    """``a * b`` of two tensors, rounded on its own (the runtime ``-0.0``: see ``K.mul``)."""
-    md = K.math_dtype(a.dtype)
-    return (a.astype(md) * b.astype(md) + zero).astype(a.dtype)

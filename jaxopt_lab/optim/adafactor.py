@@ -13,17 +13,15 @@ from jaxopt_lab.optim import double as _double
 from jaxopt_lab.optim import kernels as K
 from jaxopt_lab.optim.base import Optimizer, ScalarOrSchedule
 from jaxopt_lab.optim.checks import (
+    at_least,
+    at_most,
+    check_hyperparams,
     check_ignored_flags,
-    check_number,
-    check_range,
+    check_pair,
     may_be_nonzero,
-    require,
 )
-from jaxopt_lab.optim.grouped import GroupContext, grouped
-from jaxopt_lab.optim.leafwise import ScalarMath
+from jaxopt_lab.optim.leafwise import GroupContext, ScalarMath, grouped
 from jaxopt_lab.optim.reductions import mean, vector_norm
-
-_VECTOR_BLOCK = 32  # ATen's vectorized loop: 2 x Vectorized<BFloat16/Half>::size() (AVX2)
 
 
 class AdafactorState(NamedTuple):
@@ -102,32 +100,15 @@ def adafactor(
         :math:`\rho_t = \min(\gamma, 1/\sqrt t)` cap.
     """
     check_ignored_flags(foreach, None, False, False)
-    require(
-        isinstance(eps, (tuple, list)) and len(eps) == 2,
-        f"eps must be a pair (eps1 or None, eps2), got {eps!r}",
-        TypeError,
-    )
-    eps1, eps2 = eps
-    for name, value in (
-        ("lr", lr),
-        ("beta2_decay", beta2_decay),
-        ("eps[1]", eps2),
-        ("d", d),
-        ("weight_decay", weight_decay),
-    ):
-        check_number(value, name)
-    if eps1 is not None:
-        check_number(eps1, "eps[0]")
-    check_range(lr, lambda v: 0.0 <= v, f"Learning rate should be >= 0 but is: {lr}")
-    check_range(
-        beta2_decay, lambda v: 0.0 >= v, f"beta2_decay should be <= 0 but is: {beta2_decay}"
-    )
-    if eps1 is not None:
-        check_range(eps1, lambda v: 0.0 <= v, f"epsilon1 should be >= 0 but is: {eps1}")
-    check_range(eps2, lambda v: 0.0 <= v, f"epsilon2 should be >= 0 but is: {eps2}")
-    check_range(d, lambda v: 1.0 <= v, f"Clipping threshold d should be >= 1 but is: {d}")
-    check_range(
-        weight_decay, lambda v: 0.0 <= v, f"weight_decay should be >= 0 but is: {weight_decay}"
+    eps1, eps2 = check_pair(eps, "eps", "eps1 or None, eps2")
+    eps1_check = () if eps1 is None else (at_least("eps[0]", eps1, 0, "epsilon1"),)
+    check_hyperparams(
+        at_least("lr", lr, 0, "Learning rate"),
+        at_most("beta2_decay", beta2_decay, 0),
+        *eps1_check,
+        at_least("eps[1]", eps2, 0, "epsilon2"),
+        at_least("d", d, 1, "Clipping threshold d"),
+        at_least("weight_decay", weight_decay, 0),
     )
     use_decay = may_be_nonzero(weight_decay)
 
@@ -174,11 +155,11 @@ def adafactor(
                 row_var, col_var, var_estimate = _factored(g, row_var, col_var, e1, s, zero)
             else:
                 # grad * grad; variance.lerp_(grad_squared, one_minus_beta2_t)
-                variance = K.lerp(variance, _times(g, g, zero), s["one_minus_beta2"])
+                variance = K.lerp(variance, K.multiply(g, g, zero), s["one_minus_beta2"])
                 var_estimate = variance
             # update = var_estimate.clamp_(min=eps1 * eps1).rsqrt_(); update.mul_(grad)
             floor = _double.round_to(e1 * e1, var_estimate.dtype)
-            update = _times(_rsqrt(_clamp_min(var_estimate, floor), zero), g, zero)
+            update = K.multiply(K.rsqrt(K.clamp_min(var_estimate, floor), zero), g, zero)
             updates.append(update)
             new_ps.append(p)
             new_bufs.append((row_var, col_var, variance))
@@ -194,7 +175,8 @@ def adafactor(
 
         lift = functools.partial(_double.lift, wide=math.wide, anchor=ctx.count)
         exact = step(lift(param_norms), lift(update_norms), root_n, root_n_d, v["eps2"], v["rho"])
-        naive = step(param_norms, update_norms, *map(_hi, (root_n, root_n_d, v["eps2"], v["rho"])))
+        leading = map(_double.leading_float, (root_n, root_n_d, v["eps2"], v["rho"]))
+        naive = step(param_norms, update_norms, *leading)
         infinite = jnp.isinf(param_norms) | jnp.isinf(update_norms)
         steps = jnp.where(infinite, jnp.asarray(naive).astype(md), _double.round_to(exact, md))
         new_ps = [  # param.add_(update, alpha=-alpha / denom)
@@ -210,58 +192,19 @@ def _norms(arrays: list[jax.Array], zero: jax.Array) -> jax.Array:
     return jnp.stack([vector_norm(a, None, zero).astype(zero.dtype) for a in arrays])
 
 
-def _hi(x: Any) -> Any:
-    """The leading float of a value (a double-single's ``hi``; anything else as it is)."""
-    return x.hi if isinstance(x, _double.DoubleSingle) else x
-
-
 def _factored(g, row_var, col_var, eps1, s, zero):
     """torch's factored second moment of a >= 2-d gradient and its estimate ``R C / mean(R)``."""
     w = s["one_minus_beta2"]
     md = zero.dtype
     # row_mean = torch.norm(grad, dim=-1, keepdim=True).square_().div_(grad.size(-1))
     row_norm = vector_norm(g, -1, zero)
-    row_mean = K.div(_times(row_norm, row_norm, zero), jnp.asarray(g.shape[-1], md), zero)
+    row_mean = K.div(K.multiply(row_norm, row_norm, zero), jnp.asarray(g.shape[-1], md), zero)
     row_var = K.lerp(row_var, row_mean, w)
     col_norm = vector_norm(g, -2, zero)
-    col_mean = K.div(_times(col_norm, col_norm, zero), jnp.asarray(g.shape[-2], md), zero)
+    col_mean = K.div(K.multiply(col_norm, col_norm, zero), jnp.asarray(g.shape[-2], md), zero)
     col_var = K.lerp(col_var, col_mean, w)
     # var_estimate = row_var @ col_var (an outer product: one rounded product per element)
-    var_estimate = _times(row_var, col_var, zero)
+    var_estimate = K.multiply(row_var, col_var, zero)
     # var_estimate.div_(row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1))
-    row_mean_all = _clamp_min(mean(row_var, -2, zero), _double.round_to(eps1, row_var.dtype))
-    return row_var, col_var, _divide(var_estimate, row_mean_all, zero)
-
-
-def _times(a: jax.Array, b: jax.Array, zero: jax.Array) -> jax.Array:
-    """``a * b`` (broadcasting), in the math dtype, rounded on its own to the dtype."""
-    return (a.astype(zero.dtype) * b.astype(zero.dtype) + zero).astype(a.dtype)
-
-
-def _divide(a: jax.Array, b: jax.Array, zero: jax.Array) -> jax.Array:
-    """``a / b`` for a broadcast ``b``: a true division per element (see ``K.div``)."""
-    ua, ub = a.astype(zero.dtype), b.astype(zero.dtype)
-    return (ua / jnp.where(zero > 0, ua, ub)).astype(a.dtype)
-
-
-def _clamp_min(x: jax.Array, floor: jax.Array) -> jax.Array:
-    """``x.clamp_(min=floor)``: ``std::max(x, floor)``, so NaN and ``-0.0`` (vs 0) are kept."""
-    return jnp.where(x < floor, floor, x)
-
-
-def _rsqrt(x: jax.Array, zero: jax.Array) -> jax.Array:
-    """``x.rsqrt()``: ``1 / sqrt(x)`` rounded twice (XLA could otherwise use ``rsqrt``).
-
-    bfloat16/float16 (see the differences note): ATen's vectorized loop computes it in float32
-    and rounds once; its scalar tail rounds ``sqrt`` to the dtype before dividing.
-    """
-    ux = x.astype(zero.dtype)
-    one = jnp.ones_like(ux)
-    root = jnp.sqrt(ux)
-    if x.dtype == zero.dtype:
-        return one / jnp.where(zero > 0, one, root)
-    vector = one / jnp.where(zero > 0, one, root)
-    tail = one / jnp.where(zero > 0, one, root.astype(x.dtype).astype(zero.dtype))
-    n = x.size
-    in_vector_loop = jnp.arange(n).reshape(x.shape) < n - n % _VECTOR_BLOCK
-    return jnp.where(in_vector_loop, vector, tail).astype(x.dtype)
+    row_mean_all = K.clamp_min(mean(row_var, -2, zero), _double.round_to(eps1, row_var.dtype))
+    return row_var, col_var, K.div(var_estimate, row_mean_all.astype(md), zero)

@@ -10,7 +10,14 @@ import jax.numpy as jnp
 from jaxopt_lab.optim import complex_params as C
 from jaxopt_lab.optim import kernels as K
 from jaxopt_lab.optim.base import Optimizer, ScalarOrSchedule
-from jaxopt_lab.optim.checks import check_ignored_flags, check_number, check_range, may_be_nonzero
+from jaxopt_lab.optim.checks import (
+    check_hyperparams,
+    check_ignored_flags,
+    epsilon,
+    learning_rate,
+    may_be_nonzero,
+    nonnegative,
+)
 from jaxopt_lab.optim.leafwise import LeafContext, ScalarMath, leafwise
 
 
@@ -49,24 +56,21 @@ def adagrad(
       maximize: ascend instead of descend.
       foreach, differentiable, fused: torch switches, accepted and ignored.
 
+    Returns:
+      An :class:`~jaxopt_lab.Optimizer` with :class:`AdagradState`.
+
     Differences from torch.optim:
       * Sparse gradients do not exist in JAX; dense is the only path. optax's ``adagrad``
         starts the accumulator at 0.1 and puts ``eps`` inside the square root.
     """
     check_ignored_flags(foreach, fused, False, differentiable)
-    for name, value in (("lr", lr), ("lr_decay", lr_decay), ("eps", eps)):
-        check_number(value, name)
-    check_number(weight_decay, "weight_decay")
-    check_number(initial_accumulator_value, "initial_accumulator_value")
-    check_range(lr, lambda v: v >= 0.0, f"Invalid learning rate: {lr}")
-    check_range(lr_decay, lambda v: v >= 0.0, f"Invalid lr_decay value: {lr_decay}")
-    check_range(weight_decay, lambda v: v >= 0.0, f"Invalid weight_decay value: {weight_decay}")
-    check_range(
-        initial_accumulator_value,
-        lambda v: v >= 0.0,
-        f"Invalid initial_accumulator_value value: {initial_accumulator_value}",
+    check_hyperparams(
+        learning_rate(lr),
+        nonnegative("lr_decay", lr_decay),
+        nonnegative("weight_decay", weight_decay),
+        nonnegative("initial_accumulator_value", initial_accumulator_value),
+        epsilon(eps),
     )
-    check_range(eps, lambda v: v >= 0.0, f"Invalid epsilon value: {eps}")
     use_decay = may_be_nonzero(weight_decay)
 
     def init_leaf(p: jax.Array) -> tuple[jax.Array]:

@@ -12,11 +12,9 @@ from jaxopt_lab.optim import kernels as K
 from jaxopt_lab.optim import native as _native
 from jaxopt_lab.optim.base import Optimizer, ScalarOrSchedule
 from jaxopt_lab.optim.checks import (
+    check_adam_family,
     check_ignored_flags,
-    check_number,
-    check_range,
     may_be_nonzero,
-    require,
 )
 from jaxopt_lab.optim.leafwise import LeafContext, ScalarMath, leafwise
 
@@ -86,21 +84,7 @@ def adam(
         and scales the decay by the scheduled lr only; torch's default is ``1e-2``.
     """
     check_ignored_flags(foreach, fused, capturable, differentiable)
-    require(
-        isinstance(betas, (tuple, list)) and len(betas) == 2,
-        f"betas must be a pair (beta1, beta2), got {betas!r}",
-        TypeError,
-    )
-    beta1, beta2 = betas
-    for name, value in (("lr", lr), ("eps", eps), ("weight_decay", weight_decay)):
-        check_number(value, name)
-    check_number(beta1, "betas[0]")
-    check_number(beta2, "betas[1]")
-    check_range(lr, lambda v: v >= 0.0, f"Invalid learning rate: {lr}")
-    check_range(eps, lambda v: v >= 0.0, f"Invalid epsilon value: {eps}")
-    check_range(beta1, lambda v: 0.0 <= v < 1.0, f"Invalid beta parameter at index 0: {beta1}")
-    check_range(beta2, lambda v: 0.0 <= v < 1.0, f"Invalid beta parameter at index 1: {beta2}")
-    check_range(weight_decay, lambda v: v >= 0.0, f"Invalid weight_decay value: {weight_decay}")
+    beta1, beta2 = check_adam_family(lr, betas, eps, weight_decay)
     use_decay = may_be_nonzero(weight_decay)
 
     def init_leaf(p: jax.Array) -> tuple[Any, ...]:

@@ -11,12 +11,10 @@ from jaxopt_lab.optim import complex_params as C
 from jaxopt_lab.optim import kernels as K
 from jaxopt_lab.optim.base import Optimizer, ScalarOrSchedule
 from jaxopt_lab.optim.checks import (
+    check_adam_family,
     check_ignored_flags,
-    check_number,
-    check_range,
     is_dynamic,
     may_be_nonzero,
-    require,
 )
 from jaxopt_lab.optim.leafwise import LeafContext, ScalarMath, leafwise
 
@@ -84,21 +82,7 @@ def adamax(
     their real view (:mod:`jaxopt_lab.optim.complex_params`).
     """
     check_ignored_flags(foreach, None, capturable, differentiable)
-    require(
-        isinstance(betas, (tuple, list)) and len(betas) == 2,
-        f"betas must be a pair (beta1, beta2), got {betas!r}",
-        TypeError,
-    )
-    beta1, beta2 = betas
-    for name, value in (("lr", lr), ("eps", eps), ("weight_decay", weight_decay)):
-        check_number(value, name)
-    check_number(beta1, "betas[0]")
-    check_number(beta2, "betas[1]")
-    check_range(lr, lambda v: v >= 0.0, f"Invalid learning rate: {lr}")
-    check_range(eps, lambda v: v >= 0.0, f"Invalid epsilon value: {eps}")
-    check_range(beta1, lambda v: 0.0 <= v < 1.0, f"Invalid beta parameter at index 0: {beta1}")
-    check_range(beta2, lambda v: 0.0 <= v < 1.0, f"Invalid beta parameter at index 1: {beta2}")
-    check_range(weight_decay, lambda v: v >= 0.0, f"Invalid weight_decay value: {weight_decay}")
+    beta1, beta2 = check_adam_family(lr, betas, eps, weight_decay)
     use_decay = may_be_nonzero(weight_decay)
     dynamic_decay = use_decay and is_dynamic(weight_decay)
 

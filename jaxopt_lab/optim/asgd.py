@@ -11,14 +11,15 @@ from jaxopt_lab.optim import double as _double
 from jaxopt_lab.optim import kernels as K
 from jaxopt_lab.optim.base import Optimizer, ScalarOrSchedule
 from jaxopt_lab.optim.checks import (
+    Bound,
+    check_hyperparams,
     check_ignored_flags,
-    check_number,
-    check_range,
     is_schedule,
+    learning_rate,
     may_be_nonzero,
+    nonnegative,
 )
-from jaxopt_lab.optim.grouped import GroupContext, grouped
-from jaxopt_lab.optim.leafwise import ScalarMath
+from jaxopt_lab.optim.leafwise import GroupContext, ScalarMath, grouped
 
 _SCALAR_DTYPE = jnp.float32  # torch's _get_scalar_dtype(): the default dtype, float32
 
@@ -82,16 +83,13 @@ def asgd(
       * optax has no averaged SGD (``optax.contrib``'s schedule-free SGD averages differently).
     """
     check_ignored_flags(foreach, None, capturable, differentiable)
-    for name, value in (
-        ("lr", lr),
-        ("lambd", lambd),
-        ("alpha", alpha),
-        ("t0", t0),
-        ("weight_decay", weight_decay),
-    ):
-        check_number(value, name)
-    check_range(lr, lambda v: v >= 0.0, f"Invalid learning rate: {lr}")
-    check_range(weight_decay, lambda v: v >= 0.0, f"Invalid weight_decay value: {weight_decay}")
+    check_hyperparams(
+        learning_rate(lr),
+        Bound("lambd", lambd),
+        Bound("alpha", alpha),
+        Bound("t0", t0),
+        nonnegative("weight_decay", weight_decay),
+    )
     use_decay = may_be_nonzero(weight_decay)
 
     def initial_eta() -> jax.Array:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -58,10 +58,16 @@ def check_number(value: Any, name: str) -> None:
 
 def check_range(value: Any, ok: Callable[[float], bool], message: str) -> None:
     """torch-style range check (skipped for schedules and tracers); NaN always fails."""
-    if is_dynamic(value):
+    check_joint_range((value,), ok, message)
+
+
+def check_joint_range(values: Sequence[Any], ok: Callable[..., bool], message: str) -> None:
+    """:func:`check_range` on values tested together (Rprop's ``0 < etaminus < 1 < etaplus``):
+    skipped if any is dynamic; a NaN among them always fails."""
+    if any(is_dynamic(value) for value in values):
         return
-    v = float(value)
-    if math.isnan(v) or not ok(v):
+    floats = [float(value) for value in values]
+    if any(math.isnan(v) for v in floats) or not ok(*floats):
         raise ValueError(message)
 
 
@@ -71,6 +77,106 @@ def check_ignored_flags(foreach: Any, fused: Any, capturable: Any, differentiabl
         require(flag is None or isinstance(flag, bool), f"{name} must be None or a bool", TypeError)
     for name, flag in (("capturable", capturable), ("differentiable", differentiable)):
         require(isinstance(flag, bool), f"{name} must be a bool", TypeError)
+
+
+# --- Constructor checks: each factory lists its hyper-parameters once, in torch's order. ---
+
+
+class Bound(NamedTuple):
+    """One hyper-parameter of a constructor, as :func:`check_hyperparams` checks it.
+
+    ``name`` names it in the ``TypeError`` for a non-number (``"betas[0]"``); ``ok`` is torch's
+    range test and ``message`` torch's ``ValueError`` text; ``ok=None`` checks the type only.
+    """
+
+    name: str
+    value: Any
+    ok: Callable[[float], bool] | None = None
+    message: str = ""
+
+
+def _nonnegative(v: float) -> bool:
+    return 0.0 <= v
+
+
+def _positive(v: float) -> bool:
+    return 0.0 < v
+
+
+def learning_rate(lr: Any, strict: bool = False) -> Bound:
+    """torch's ``0.0 <= lr`` (``0.0 < lr`` if ``strict``): ``Invalid learning rate: {lr}``."""
+    return Bound("lr", lr, _positive if strict else _nonnegative, f"Invalid learning rate: {lr}")
+
+
+def epsilon(eps: Any, strict: bool = False) -> Bound:
+    """torch's ``0.0 <= eps`` (``0.0 < eps`` if ``strict``): ``Invalid epsilon value: {eps}``."""
+    return Bound("eps", eps, _positive if strict else _nonnegative, f"Invalid epsilon value: {eps}")
+
+
+def nonnegative(name: str, value: Any) -> Bound:
+    """torch's ``0.0 <= value``: ``Invalid {name} value: {value}``."""
+    return Bound(name, value, _nonnegative, f"Invalid {name} value: {value}")
+
+
+def at_least(name: str, value: Any, floor: int, label: str | None = None) -> Bound:
+    """The wording of torch's newer optimizers (Adafactor, Muon): ``floor <= value``, else
+    ``{label} should be >= {floor} but is: {value}`` (``label`` defaults to ``name``)."""
+    message = f"{label or name} should be >= {floor} but is: {value}"
+    return Bound(name, value, lambda v: floor <= v, message)
+
+
+def at_most(name: str, value: Any, ceiling: int) -> Bound:
+    """Adafactor's ``value <= ceiling``, else ``{name} should be <= {ceiling} but is: {value}``."""
+    return Bound(
+        name, value, lambda v: ceiling >= v, f"{name} should be <= {ceiling} but is: {value}"
+    )
+
+
+def betas_in_unit_interval(beta1: Any, beta2: Any) -> tuple[Bound, Bound]:
+    """torch's ``0.0 <= beta < 1.0`` per index: ``Invalid beta parameter at index i: {beta}``."""
+    return tuple(
+        Bound(
+            f"betas[{i}]", b, lambda v: 0.0 <= v < 1.0, f"Invalid beta parameter at index {i}: {b}"
+        )
+        for i, b in enumerate((beta1, beta2))
+    )
+
+
+def check_hyperparams(*bounds: Bound) -> None:
+    """Every value a number or a schedule (``TypeError``), then torch's range checks in order
+    (``ValueError`` with torch's message; skipped for schedules and tracers, NaN always fails)."""
+    for bound in bounds:
+        check_number(bound.value, bound.name)
+    for bound in bounds:
+        if bound.ok is not None:
+            check_range(bound.value, bound.ok, bound.message)
+
+
+def check_pair(value: Any, name: str, what: str) -> tuple[Any, Any]:
+    """A pair argument (``betas``, ``etas``, ...) unpacked; else ``TypeError`` naming ``what``."""
+    require(
+        isinstance(value, (tuple, list)) and len(value) == 2,
+        f"{name} must be a pair ({what}), got {value!r}",
+        TypeError,
+    )
+    first, second = value
+    return first, second
+
+
+def check_adam_family(
+    lr: Any, betas: Any, eps: Any, weight_decay: Any, *more: Bound
+) -> tuple[Any, Any]:
+    """The constructor checks torch's Adam, AdamW, NAdam, RAdam and Adamax share (same messages,
+    same order), then ``more`` (NAdam's ``momentum_decay``); returns ``(beta1, beta2)``."""
+    beta1, beta2 = check_pair(betas, "betas", "beta1, beta2")
+    check_hyperparams(
+        learning_rate(lr),
+        epsilon(eps),
+        *betas_in_unit_interval(beta1, beta2),
+        nonnegative("weight_decay", weight_decay),
+        *more,
+    )
+    return beta1, beta2
 
 
 def _path(path: tuple) -> str:

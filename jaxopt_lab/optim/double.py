@@ -22,9 +22,18 @@ every rounded product or sum here therefore gets a runtime ``-0.0`` added (see
 
 Rounding ``hi + lo`` to float32 gives ``hi`` (the pair is kept normalized), which equals the
 float32 rounding of the exact double result except when that result lies within ~2**-44 relative
-of a float32 rounding boundary. ``tests/test_double.py`` measures this against Python floats.
+of a float32 rounding boundary. ``tests/test_double.py`` measures this against Python floats
+(``test_float32_rounding_of_exp_log_pow_agrees_with_python``,
+``test_optimizer_scalars_round_like_python``), as does
+``tests/test_dtypes_grad.py::test_double_single_scalars_round_like_python`` for Adam's and
+Adagrad's scalars.
 
 For float64 params the same formulas run on float64 arrays (needs x64, as float64 params do).
+
+Besides the arithmetic (``lift``, ``sqrt``, ``ipow``, ``exp``/``log``/``pow``, ``maximum``/
+``minimum``, ``where``, ``round_to``): ``host_pow`` (RAdam's bias corrections from host doubles),
+``greater_than`` (a comparison with a float32 constant) and ``mul_gradual_underflow`` (a float32
+product that keeps subnormal results, for NAdam's ``mu_product``; XLA:CPU flushes them).
 """
 
 from __future__ import annotations
@@ -32,13 +41,16 @@ from __future__ import annotations
 import decimal
 import math
 from fractions import Fraction
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxopt_lab.optim.kernels import opaque_zero
+
+if TYPE_CHECKING:
+    from jaxopt_lab.optim.leafwise import ScalarMath
 
 _F32 = jnp.float32
 
@@ -220,6 +232,45 @@ def ipow(base: Real, n: jax.Array, wide: bool) -> Real:
             )
         b = b * b
     return acc
+
+
+def host_pow(scalar_math: ScalarMath, base: Real) -> Real:
+    """``base ** (count + 1)`` in the step's double arithmetic (RAdam's bias corrections).
+
+    For a Python ``base`` without x64, the product of the host-computed doubles
+    ``base ** 2**k`` for the set bits of the exponent: each factor carries only its own
+    rounding, instead of repeated squaring multiplying the base's double-single error by the
+    exponent. Otherwise ``scalar_math.pow``.
+    """
+    n = scalar_math.count + 1
+    if scalar_math.wide or not isinstance(base, float):
+        return scalar_math.pow(base, n)
+    acc = lift(jnp.float32(1.0), False, scalar_math.count)
+    for bit in range(31):
+        try:
+            factor = base ** (2**bit)
+        except OverflowError:
+            factor = math.inf
+        prod = acc * factor
+        acc = where(((n >> bit) & 1) == 1, prod, acc)
+    return acc
+
+
+def greater_than(x: Real, c: float) -> jax.Array:
+    """``x > c`` for a double value ``x`` and a float32-exact constant ``c``.
+
+    A normalized double-single ``hi + lo`` has ``hi`` = its float32 rounding, so it exceeds
+    ``c`` iff ``hi > c``, or ``hi == c`` and ``lo > 0``. (:func:`maximum` and :func:`minimum`
+    compare two double values through their difference instead.)
+    """
+    if isinstance(x, DoubleSingle):
+        return (x.hi > c) | ((x.hi == c) & (x.lo > 0))
+    return jnp.asarray(x > c)
+
+
+def leading_float(x: Real) -> jax.Array | float:
+    """The leading float of a value: a double-single's ``hi``; anything else as it is."""
+    return x.hi if isinstance(x, DoubleSingle) else x
 
 
 def round_to(x: Real, dtype: Any) -> jax.Array:
@@ -420,7 +471,8 @@ def _greater(a: Real, b: Real) -> Any:
     return jnp.asarray(a) > jnp.asarray(b)
 
 
-def _where(pred: Any, a: Real, b: Real) -> Real:
+def where(pred: Any, a: Real, b: Real) -> Real:
+    """``a if pred else b`` for double values (Python floats, double-single, float64)."""
     if isinstance(a, DoubleSingle) or isinstance(b, DoubleSingle):
         like = a if isinstance(a, DoubleSingle) else b
         return _select(pred, like.lift(a), like.lift(b))
@@ -431,14 +483,14 @@ def maximum(a: Real, b: Real) -> Real:
     """Python's ``max(a, b)``: ``b`` if ``b > a`` else ``a`` (so ``max(1.0, nan)`` is 1.0)."""
     if isinstance(a, float) and isinstance(b, float):
         return max(a, b)
-    return _where(_greater(b, a), b, a)
+    return where(_greater(b, a), b, a)
 
 
 def minimum(a: Real, b: Real) -> Real:
     """Python's ``min(a, b)``: ``b`` if ``b < a`` else ``a``."""
     if isinstance(a, float) and isinstance(b, float):
         return min(a, b)
-    return _where(_greater(a, b), b, a)
+    return where(_greater(a, b), b, a)
 
 
 def lift_array(values: Any, wide: bool, anchor: jax.Array) -> Real:
@@ -451,3 +503,56 @@ def lift_array(values: Any, wide: bool, anchor: jax.Array) -> Real:
         lo = np.where(np.isfinite(hi), values - hi.astype(np.float64), 0.0).astype(np.float32)
     zero = _zero(anchor)
     return DoubleSingle(jnp.asarray(hi) + zero, jnp.asarray(lo) + zero, zero)
+
+
+# ---------------------------------------------------------------------------------------------
+# float32 products with gradual underflow (NAdam's float32 ``mu_product`` reaches subnormals).
+
+
+def _bits(x: jax.Array) -> jax.Array:
+    return jax.lax.bitcast_convert_type(x, jnp.int32)
+
+
+def _float(bits: jax.Array) -> jax.Array:
+    return jax.lax.bitcast_convert_type(bits, jnp.float32)
+
+
+def _decompose(magnitude_bits: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``|x| = m * 2**e`` with ``m`` in [1, 2), from the bits of ``|x| > 0`` (subnormals too)."""
+    subnormal = (magnitude_bits >> 23) == 0
+    # a subnormal's significand as an exact (normal) float32 integer
+    y = jnp.where(subnormal, magnitude_bits.astype(jnp.float32), _float(magnitude_bits))
+    y_bits = _bits(y)
+    m = _float((y_bits & 0x7FFFFF) | 0x3F800000)
+    return m, (y_bits >> 23) - 127 - jnp.where(subnormal, 149, 0)
+
+
+def mul_gradual_underflow(a: jax.Array, b: jax.Array, zero: jax.Array) -> jax.Array:
+    """float32 ``a * b`` rounded as IEEE 754 (and torch) do, subnormal results included.
+
+    XLA:CPU runs with subnormals flushed to zero, inputs and results (so even ``a == 0`` is true
+    for a subnormal ``a``); this reads the operands from their bits, multiplies the significands
+    exactly (``two_prod``) and writes a subnormal result's bits itself, rounding to nearest even
+    at 2**-149. For finite operands; ``zero`` is an opaque float32 ``-0.0`` (see
+    :class:`DoubleSingle`).
+    """
+    a_bits, b_bits = _bits(a), _bits(b)
+    a_mag, b_mag = a_bits & 0x7FFFFFFF, b_bits & 0x7FFFFFFF
+    ma, ea = _decompose(a_mag)
+    mb, eb = _decompose(b_mag)
+    hi, lo = _two_prod(ma, mb, zero)  # ma * mb == hi + lo exactly, hi in [1, 4]
+    e = ea + eb  # |a * b| = (hi + lo) * 2**e
+    normal = e + (hi >= 2).astype(jnp.int32) >= -126
+    e_big = jnp.clip(e, -252, 254)
+    big = (hi * _pow2(e_big // 2)) * _pow2(e_big - e_big // 2)  # exact, or inf
+    s = jnp.clip(e + 149, -30, 22)  # the result in units of 2**-149 is (hi + lo) * 2**s < 2**23
+    x, xl = hi * _pow2(s), lo * _pow2(s)
+    f = jnp.floor(x)
+    d = (x - f) - 0.5  # exact; |d| >= ulp(x) > |xl| unless d == 0
+    odd = (f.astype(jnp.int32) & 1) == 1
+    up = (d > 0) | ((d == 0) & ((xl > 0) | ((xl == 0) & odd)))
+    tiny_bits = f.astype(jnp.int32) + up.astype(jnp.int32)  # 2**23 is the least normal: right
+    magnitude = jnp.where(normal, _bits(big), tiny_bits)
+    magnitude = jnp.where((a_mag == 0) | (b_mag == 0), 0, magnitude)
+    sign = (a_bits ^ b_bits) & jnp.int32(-(2**31))
+    return _float(magnitude | sign)

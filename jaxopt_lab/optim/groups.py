@@ -66,6 +66,10 @@ def param_groups(labels: Labels, optimizers: Mapping[str, Optimizer]) -> Optimiz
         returning one.
       optimizers: group name -> optimizer; every label must name one, and every group must
         own at least one leaf.
+
+    Returns:
+      An :class:`~jaxopt_lab.Optimizer` whose state is a :class:`ParamGroupsState` (each group's
+      own state).
     """
     require(len(optimizers) > 0, "param_groups needs at least one group", ValueError)
     names = list(optimizers)

@@ -17,6 +17,10 @@ torch op                               result
 ``a.addcmul(b, c, value=v)``           ``fma(v * b, c, a)``
 ``a.addcdiv(b, c, value=v)``           ``a + (v * b) / c``
 ``a.div(s)``, ``a.sqrt()``, ``a+s``    one IEEE operation each
+``a * b``, ``a / b``, ``a +- b``       one IEEE operation each (two tensors)
+``a.reciprocal()``                     ``1 / a``
+``a.rsqrt()``                          ``1 / sqrt(a)``, two roundings (see :func:`rsqrt`)
+``torch.sign``, ``a.clamp_(min=f)``    exact (NaN-, ``-0.0``-handling: see each function)
 =====================================  ========================================================
 
 On bfloat16/float16 tensors every op computes in float32 and rounds back once; the scalar stays
@@ -113,7 +117,8 @@ def sqrt(a: jax.Array) -> jax.Array:
 
 
 def div(a: jax.Array, s: jax.Array, zero: jax.Array) -> jax.Array:
-    """``a / s`` for a scalar ``s``: a true division, as torch's CPU ``div`` does.
+    """``a / s`` for a scalar ``s`` (or an array broadcast against ``a``) in the math dtype: a
+    true division, as torch's CPU ``div`` does.
 
     XLA rewrites a division by a broadcast scalar into a multiplication by its reciprocal
     (``a * (1/s)``, up to 1 ULP off). Selecting the divisor per element with a predicate the
@@ -133,3 +138,80 @@ def add_scalar(a: jax.Array, s: jax.Array) -> jax.Array:
 def maximum(a: jax.Array, b: jax.Array) -> jax.Array:
     """``torch.maximum`` (NaN-propagating)."""
     return jnp.maximum(a, b)
+
+
+def clamp_min(x: jax.Array, floor: jax.Array) -> jax.Array:
+    """``x.clamp_(min=floor)``: ``std::max(x, floor)``, so NaN and ``-0.0`` (vs 0) are kept."""
+    return jnp.where(x < floor, floor, x)
+
+
+def sign(x: jax.Array) -> jax.Array:
+    """``torch.sign``: ``(x > 0) - (x < 0)``, so ``sign(NaN) = 0`` and ``sign(-0.0) = +0.0``.
+
+    (``jnp.sign`` keeps NaN and ``-0.0``.)
+    """
+    return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
+
+
+# --- Element-wise ops of two tensors (or a tensor and a math-dtype scalar), one rounding each.
+
+
+def plus(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a + b``, both operands in the math type (a scalar ``b`` is not first rounded to the
+    storage dtype, unlike :func:`add_scalar`): SparseAdam's arithmetic on gathered values."""
+    ua, ub = _up(a, b)
+    return (ua + ub).astype(a.dtype)
+
+
+def minus(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a - b``, both operands in the math type."""
+    ua, ub = _up(a, b)
+    return (ua - ub).astype(a.dtype)
+
+
+def multiply(a: jax.Array, b: jax.Array, zero: jax.Array) -> jax.Array:
+    """``a * b`` of two tensors (broadcasting), rounded on its own (the runtime ``-0.0``: see
+    :func:`mul`)."""
+    md = math_dtype(a.dtype)
+    return (a.astype(md) * b.astype(md) + zero).astype(a.dtype)
+
+
+def divide(a: jax.Array, b: jax.Array, zero: jax.Array) -> jax.Array:
+    """``a / b`` of two tensors: one IEEE division in the math type.
+
+    The runtime ``-0.0`` added to ``b`` (value unchanged) stops XLA's algebraic simplifier from
+    turning ``a / sqrt(x)`` into ``a * rsqrt(x)``, which is not correctly rounded.
+    """
+    md = math_dtype(a.dtype)
+    return (a.astype(md) / (b.astype(md) + zero)).astype(a.dtype)
+
+
+def reciprocal(a: jax.Array) -> jax.Array:
+    """``a.reciprocal()``: ``1 / a``, one IEEE division in the math type."""
+    (ua,) = _up(a)
+    return (1 / ua).astype(a.dtype)
+
+
+VECTOR_BLOCK = 32
+"""Elements per iteration of ATen's vectorized CPU loop for bfloat16/float16 (2 x
+``Vectorized<BFloat16/Half>::size()`` on AVX2); the ``n % VECTOR_BLOCK`` last ones take its
+scalar tail."""
+
+
+def rsqrt(x: jax.Array, zero: jax.Array) -> jax.Array:
+    """``x.rsqrt()``: ``1 / sqrt(x)`` rounded twice (XLA could otherwise use ``rsqrt``).
+
+    ``zero`` is the opaque ``-0.0`` of the math dtype. bfloat16/float16: ATen's vectorized loop
+    computes it in float32 and rounds once; its scalar tail (the last ``n % VECTOR_BLOCK``
+    elements) rounds ``sqrt`` to the dtype before dividing.
+    """
+    ux = x.astype(zero.dtype)
+    one = jnp.ones_like(ux)
+    root = jnp.sqrt(ux)
+    if x.dtype == zero.dtype:
+        return one / jnp.where(zero > 0, one, root)
+    vector = one / jnp.where(zero > 0, one, root)
+    tail = one / jnp.where(zero > 0, one, root.astype(x.dtype).astype(zero.dtype))
+    n = x.size
+    in_vector_loop = jnp.arange(n).reshape(x.shape) < n - n % VECTOR_BLOCK
+    return jnp.where(in_vector_loop, vector, tail).astype(x.dtype)

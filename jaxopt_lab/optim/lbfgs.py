@@ -50,11 +50,14 @@ Differences from torch.optim:
     order, so results agree to a few ULPs per reduction rather than bit for bit. With both sides
     summing left to right (``tests/test_lbfgs.py``) they are equal bit for bit: params, loss,
     every state key and the counters, float64 and float32, over whole multi-step runs.
-  * torch's line search mixes Python doubles and tensors; :mod:`jaxopt_lab.optim.line_search`
-    follows
-    its promotion rules (float32 tensor arithmetic, ``float / tensor`` as a reciprocal times the
-    float). With x64 off the Python doubles (``lr``, losses, a Python-float step and the bounds
-    computed from it) are held in float32; the test rows still match bit for bit.
+  * torch's line search mixes Python doubles and tensors;
+    :mod:`jaxopt_lab.optim.line_search` follows its promotion rules (float32 tensor arithmetic,
+    ``float / tensor`` as a reciprocal times the float). With x64 off the Python doubles
+    (``lr``, losses, a Python-float step and the bounds computed from it) are held in float32:
+    ``tests/test_lbfgs.py``'s 5-step rows still match bit for bit, but a long strong-Wolfe run
+    can part from torch where a float32-held double decides a line-search branch (the
+    ``lbfgs_wolfe`` hand-off row of ``tests/test_torch_state.py`` is therefore checked with x64
+    on). With x64 on, or in float64, the whole trajectory is torch's.
   * torch raises ``RuntimeError("only 'strong_wolfe' is supported")`` at the first step; here the
     same message is a ``ValueError`` from the constructor. ``history_size`` must be a positive
     int and ``max_iter``/``max_eval`` ints (torch does not check; ``history_size=0`` crashes it).

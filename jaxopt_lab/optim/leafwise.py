@@ -1,4 +1,4 @@
-"""Build an optimizer from a per-leaf rule: the one mechanism behind every algorithm here.
+"""Build an optimizer from a per-leaf (or per-group) rule: the mechanism behind every algorithm.
 
 A torch optimizer's ``step()`` loops over parameters and applies the same rule to each; so does
 :func:`leafwise`. You give
@@ -16,8 +16,31 @@ NamedTuple state ``(count, *fields)`` whose fields are pytrees shaped like the p
 Complex leaves (complex64/complex128) reach the rule as torch steps them: as their real view
 (``torch.view_as_real``, a trailing axis of 2), their buffers too, with ``ctx.complex`` set so
 that the ops torch runs on the complex tensors use :mod:`jaxopt_lab.optim.complex_params`; the
-buffers stay
-complex in the state. They always take ``update_leaf`` (never ``update_leaves``' kernels).
+buffers stay complex in the state. They always take ``update_leaf`` (never ``update_leaves``'
+kernels).
+
+Some torch optimizers keep per-param state that is not shaped like the param, and need more than
+the rounded step scalars; :func:`grouped` builds those. NAdam's ``mu_product`` and ASGD's ``eta``
+and ``mu`` are 0-d tensors of torch's default dtype (float32, also for float64 or bfloat16
+params: ``torch.optim.optimizer._get_scalar_dtype``), and Adafactor keeps a row and a column
+factor (``(..., m, 1)`` and ``(..., 1, n)``) for a param with two or more dims but a full
+``variance`` only for the others. Their per-step scalars depend on that state or on reductions
+of the param (Adafactor's ``param.norm().item()``), so the rule needs the double arithmetic
+(``ScalarMath``) itself. You give
+
+* ``init_leaf(p) -> tuple``: each field's buffer for ``p`` -- an array of any shape and dtype,
+  or ``None`` where the field does not apply to ``p`` (the state field then holds ``None`` at
+  that leaf, or is ``None`` altogether if it applies to no leaf);
+* ``scalars(math) -> dict``: the step's scalars, as above;
+* ``update_group(ps, gs, buffers, ctx) -> (ps, buffers)``: the step for all leaves that share
+  a math dtype (lists in tree order), with :class:`GroupContext`: the scalars rounded to the
+  math dtype (``ctx.scalars``) and unrounded (``ctx.values``, Python floats, double-single or
+  float64 values) with the ``ScalarMath`` that made them (``ctx.math``).
+
+Its state is checked leaf by leaf against what ``init_leaf`` gives for the params (shapes,
+dtypes, where ``None``), so a state made for other params is a clear ``ValueError``. Complex
+leaves reach ``update_group`` as their real views, together with the real views of their
+complex buffers; other buffers are passed unchanged.
 """
 
 from __future__ import annotations
@@ -90,6 +113,24 @@ class LeafContext(NamedTuple):
     complex: bool = False
 
 
+class GroupContext(NamedTuple):
+    """What a group rule sees besides its arrays.
+
+    ``scalars``: the step's scalars rounded to the group's math dtype; ``values``: the same
+    unrounded; ``math``: the ``ScalarMath`` (x64 semantics of the group) for further double
+    arithmetic; ``zero``: an opaque ``-0.0`` of the math dtype; ``first_dtype``: the dtype of the
+    first leaf of all params (torch's first parameter); ``complex``: the arrays are real views.
+    """
+
+    count: jax.Array
+    scalars: Mapping[str, jax.Array]
+    values: Mapping[str, _double.Real]
+    math: ScalarMath
+    zero: jax.Array
+    first_dtype: Any
+    complex: bool = False
+
+
 InitLeaf = Callable[[jax.Array], Sequence[jax.Array | None]]
 UpdateLeaf = Callable[
     [jax.Array, jax.Array, tuple[Any, ...], LeafContext], tuple[jax.Array, Sequence[Any]]
@@ -99,11 +140,42 @@ UpdateLeaves = Callable[
     [list[jax.Array], list[jax.Array], list[tuple[Any, ...]], LeafContext],
     tuple[list[jax.Array], list[Sequence[Any]]],
 ]
+UpdateGroup = Callable[
+    [list[jax.Array], list[jax.Array], list[tuple[Any, ...]], GroupContext],
+    tuple[list[jax.Array], list[Sequence[Any]]],
+]
 
 
 def make_state_type(name: str, fields: Sequence[str]) -> type:
     """A NamedTuple state class ``(count, *fields)``."""
     return NamedTuple(name, [("count", jax.Array), *[(f, Any) for f in fields]])
+
+
+def _validate(params: Params, name: str, complex_params: bool) -> None:
+    check_params(params)
+    if not complex_params:
+        check_real(params, name)
+
+
+def _by_math_dtype(leaves: list[Any]) -> dict[tuple[Any, bool], list[int]]:
+    """Leaf indices grouped by (math dtype, complex), in order; one set of scalars per group."""
+    groups: dict[tuple[Any, bool], list[int]] = {}
+    for i, p in enumerate(leaves):
+        is_complex = bool(jnp.iscomplexobj(p))
+        real_dtype = jnp.finfo(p.dtype).dtype  # complex64 -> float32, float32 -> float32
+        groups.setdefault((math_dtype(real_dtype), is_complex), []).append(i)
+    return groups
+
+
+def _step_scalars(
+    scalars: Scalars, count: jax.Array, md: Any
+) -> tuple[ScalarMath, dict[str, _double.Real], dict[str, jax.Array]]:
+    """The step's scalars for math dtype ``md``: the ``ScalarMath``, the values, and the values
+    rounded once to ``md``."""
+    math = ScalarMath(count, wide=md == jnp.float64)
+    values = dict(scalars(math))
+    rounded = {k: _double.round_to(v, md) for k, v in values.items()}
+    return math, values, rounded
 
 
 def leafwise(
@@ -155,11 +227,6 @@ def leafwise(
 
     many = update_leaves or each
 
-    def validate(params: Params) -> None:
-        check_params(params)
-        if not complex_params:
-            check_real(params, name)
-
     def init_one(p: jax.Array) -> tuple[Any, ...]:
         if not jnp.iscomplexobj(p):
             return tuple(init_leaf(p))
@@ -169,7 +236,7 @@ def leafwise(
         )
 
     def init(params: Params) -> Any:
-        validate(params)
+        _validate(params, name, complex_params)
         leaves, treedef = jax.tree_util.tree_flatten(params)
         per_leaf = [init_one(p) for p in leaves]
         columns = []
@@ -188,7 +255,7 @@ def leafwise(
         return [_complex.view_as_complex(p) for p in new_ps], back
 
     def update(params: Params, grads: Any, state: Any) -> tuple[Params, Any]:
-        validate(params)
+        _validate(params, name, complex_params)
         check_grads(params, grads)
         check_state(state, state_type, name)
         leaves, treedef = jax.tree_util.tree_flatten(params)
@@ -204,19 +271,12 @@ def leafwise(
         count = jnp.asarray(state.count, jnp.int32)
 
         def context(md: Any, is_complex: bool) -> LeafContext:
-            values = scalars(ScalarMath(count, wide=md == jnp.float64))
-            rounded = {k: _double.round_to(v, md) for k, v in values.items()}
+            _, _, rounded = _step_scalars(scalars, count, md)
             return LeafContext(count, rounded, opaque_zero(count, md), is_complex)
 
-        # Leaves grouped by (math dtype, complex), in order; one context (scalars) per group.
-        groups: dict[tuple[Any, bool], list[int]] = {}
-        for i, p in enumerate(leaves):
-            is_complex = bool(jnp.iscomplexobj(p))
-            real_dtype = jnp.finfo(p.dtype).dtype  # complex64 -> float32, float32 -> float32
-            groups.setdefault((math_dtype(real_dtype), is_complex), []).append(i)
         new_leaves: list[Any] = [None] * len(leaves)
         new_columns: list[list[Any]] = [[None] * len(leaves) for _ in field_names]
-        for (md, is_complex), idx in groups.items():
+        for (md, is_complex), idx in _by_math_dtype(leaves).items():
             ps, gs = [leaves[i] for i in idx], [g_leaves[i] for i in idx]
             bufs = [tuple(col[i] for col in columns) for i in idx]
             step = on_complex if is_complex else many
@@ -237,4 +297,139 @@ def leafwise(
     # Always compiled: op-by-op (eager) execution would round ``a + s * b`` twice where the
     # compiled kernel -- like torch's -- fuses it, so eager and jit results would differ.
     # Validation still runs (at trace time) on every new input structure.
+    return Optimizer(init, jax.jit(update))
+
+
+def _real_views(bufs: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(
+        _complex.view_as_real(b) if b is not None and jnp.iscomplexobj(b) else b for b in bufs
+    )
+
+
+def _complex_like(new: Sequence[Any], old: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(
+        _complex.view_as_complex(n) if o is not None and jnp.iscomplexobj(o) else n
+        for n, o in zip(new, old, strict=True)
+    )
+
+
+def _check_field(field: str, tree: Any, treedef: Any, expected: list[Any], paths: list[str]):
+    """The field's buffers, one per leaf (``None`` where the field does not apply)."""
+
+    def fail(why: str) -> ValueError:
+        return ValueError(f"optimizer state field {field!r} does not match params: {why}")
+
+    if tree is None:
+        if any(e is not None for e in expected):
+            raise fail("it is None, but these params need it")
+        return [None] * len(expected)
+    try:
+        leaves = treedef.flatten_up_to(tree)
+    except (ValueError, TypeError) as err:
+        raise fail(f"tree structure differs ({err})") from None
+    for path, leaf, want in zip(paths, leaves, expected, strict=True):
+        if (leaf is None) != (want is None):
+            need = "None" if want is None else f"an array of shape {want.shape}"
+            raise fail(f"state leaf {path} is {'None' if leaf is None else 'an array'}; {need}")
+        if leaf is None:
+            continue
+        shape, dtype = jnp.shape(leaf), getattr(leaf, "dtype", None)
+        if shape != want.shape or dtype != want.dtype:
+            raise fail(
+                f"state leaf {path} has shape {shape} and dtype {dtype}, expected "
+                f"{want.shape} and {want.dtype}"
+            )
+    return leaves
+
+
+def grouped(
+    name: str,
+    init_leaf: InitLeaf,
+    update_group: UpdateGroup,
+    scalars: Scalars,
+    state_type: type,
+    complex_params: bool = True,
+) -> Optimizer:
+    """Turn a per-dtype-group rule into an :class:`Optimizer` (see the module docstring).
+
+    Args:
+      name: the optimizer's name, for messages.
+      init_leaf: ``p -> tuple`` of buffers, one per field; any shape and dtype, or ``None``.
+      update_group: ``(ps, gs, buffers, ctx) -> (new_ps, new_buffers)`` for the leaves of one
+        math dtype (and complexity), in tree order.
+      scalars: ``math -> {name: value}``, the step's hyper-parameter scalars.
+      state_type: a NamedTuple class ``(count, *fields)``.
+      complex_params: accept complex leaves (stepped on their real views); ``False`` raises
+        torch's ``TypeError``.
+
+    Returns:
+      An optimizer whose state is ``state_type(count, *fields)``, ``count`` an int32 scalar.
+    """
+    field_names = state_type._fields[1:]
+
+    def init_one(p: jax.Array) -> tuple[Any, ...]:
+        if not jnp.iscomplexobj(p):
+            return tuple(init_leaf(p))
+        bufs = tuple(init_leaf(_complex.view_as_real(p)))
+        # Buffers shaped like the real view are the complex buffers torch keeps, viewed.
+        view_shape = (*p.shape, 2)
+        return tuple(
+            _complex.view_as_complex(b) if b is not None and b.shape == view_shape else b
+            for b in bufs
+        )
+
+    def columns(per_leaf: list[tuple[Any, ...]], treedef: Any) -> list[Any]:
+        out = []
+        for i, _ in enumerate(field_names):
+            col = [bufs[i] for bufs in per_leaf]
+            everywhere_none = all(b is None for b in col)
+            out.append(None if everywhere_none else jax.tree_util.tree_unflatten(treedef, col))
+        return out
+
+    def init(params: Params) -> Any:
+        _validate(params, name, complex_params)
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        per_leaf = [init_one(p) for p in leaves]
+        return state_type(jnp.zeros((), jnp.int32), *columns(per_leaf, treedef))
+
+    def update(params: Params, grads: Any, state: Any) -> tuple[Params, Any]:
+        _validate(params, name, complex_params)
+        check_grads(params, grads)
+        check_state(state, state_type, name)
+        with_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
+        paths = [jax.tree_util.keystr(path) or "<root>" for path, _ in with_paths]
+        leaves = [p for _, p in with_paths]
+        g_leaves = jax.tree_util.tree_leaves(grads)
+        expected = [jax.eval_shape(init_one, p) for p in leaves]
+        cols = [
+            _check_field(f, getattr(state, f), treedef, [e[i] for e in expected], paths)
+            for i, f in enumerate(field_names)
+        ]
+        count = jnp.asarray(state.count, jnp.int32)
+
+        def context(md: Any, is_complex: bool) -> GroupContext:
+            math, values, rounded = _step_scalars(scalars, count, md)
+            zero = opaque_zero(count, md)
+            return GroupContext(count, rounded, values, math, zero, leaves[0].dtype, is_complex)
+
+        new_leaves: list[Any] = [None] * len(leaves)
+        new_bufs: list[tuple[Any, ...]] = [()] * len(leaves)
+        for (md, is_complex), idx in _by_math_dtype(leaves).items():
+            bufs = [tuple(col[i] for col in cols) for i in idx]
+            ps, gs = [leaves[i] for i in idx], [g_leaves[i] for i in idx]
+            if is_complex:
+                ps = [_complex.view_as_real(p) for p in ps]
+                gs = [_complex.view_as_real(g) for g in gs]
+                views = [_real_views(b) for b in bufs]
+                out_ps, out_bufs = update_group(ps, gs, views, context(md, True))
+                out_ps = [_complex.view_as_complex(p) for p in out_ps]
+                out_bufs = [_complex_like(n, o) for n, o in zip(out_bufs, bufs, strict=True)]
+            else:
+                out_ps, out_bufs = update_group(ps, gs, bufs, context(md, False))
+            for j, i in enumerate(idx):
+                new_leaves[i], new_bufs[i] = out_ps[j], tuple(out_bufs[j])
+        new_state = state_type(count + 1, *columns(new_bufs, treedef))
+        return jax.tree_util.tree_unflatten(treedef, new_leaves), new_state
+
+    # Always compiled, as ``leafwise`` (eager execution would round fused operations twice).
     return Optimizer(init, jax.jit(update))

@@ -13,11 +13,12 @@ from jaxopt_lab.optim import double as _double
 from jaxopt_lab.optim import kernels as K
 from jaxopt_lab.optim.base import Optimizer, Params, ScalarOrSchedule
 from jaxopt_lab.optim.checks import (
+    Bound,
+    at_least,
     check_buffers,
     check_grads,
-    check_number,
+    check_hyperparams,
     check_params,
-    check_range,
     check_state,
     require,
 )
@@ -106,14 +107,11 @@ def muon(
         ``tests/test_muon.py`` (float64, 10 steps): square leaf, plain momentum, same decay --
         0.5% apart (the precision alone); with Nesterov 5%; a 37 x 11 leaf 39%, 11 x 37 63%.
     """
-    check_number(lr, "lr")
-    check_number(weight_decay, "weight_decay")
-    check_number(momentum, "momentum")
-    check_number(eps, "eps")
-    check_range(lr, lambda v: 0.0 <= v, f"Learning rate should be >= 0 but is: {lr}")
-    check_range(momentum, lambda v: 0.0 <= v, f"momentum should be >= 0 but is: {momentum}")
-    check_range(
-        weight_decay, lambda v: 0.0 <= v, f"weight decay should be >= 0 but is: {weight_decay}"
+    check_hyperparams(
+        at_least("lr", lr, 0, "Learning rate"),
+        at_least("momentum", momentum, 0),
+        at_least("weight_decay", weight_decay, 0, "weight decay"),
+        Bound("eps", eps),
     )
     require(
         adjust_lr_fn in ADJUST_LR_FNS,

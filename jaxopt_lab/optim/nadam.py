@@ -11,14 +11,12 @@ from jaxopt_lab.optim import double as _double
 from jaxopt_lab.optim import kernels as K
 from jaxopt_lab.optim.base import Optimizer, ScalarOrSchedule
 from jaxopt_lab.optim.checks import (
+    check_adam_family,
     check_ignored_flags,
-    check_number,
-    check_range,
     may_be_nonzero,
-    require,
+    nonnegative,
 )
-from jaxopt_lab.optim.grouped import GroupContext, grouped
-from jaxopt_lab.optim.leafwise import ScalarMath
+from jaxopt_lab.optim.leafwise import GroupContext, ScalarMath, grouped
 
 _SCALAR_DTYPE = jnp.float32  # torch's _get_scalar_dtype(): the default dtype, float32
 
@@ -93,28 +91,8 @@ def nadam(
         corrections, and puts ``eps`` after the bias-corrected root.
     """
     check_ignored_flags(foreach, None, capturable, differentiable)
-    require(
-        isinstance(betas, (tuple, list)) and len(betas) == 2,
-        f"betas must be a pair (beta1, beta2), got {betas!r}",
-        TypeError,
-    )
-    beta1, beta2 = betas
-    for name, value in (
-        ("lr", lr),
-        ("eps", eps),
-        ("weight_decay", weight_decay),
-        ("momentum_decay", momentum_decay),
-    ):
-        check_number(value, name)
-    check_number(beta1, "betas[0]")
-    check_number(beta2, "betas[1]")
-    check_range(lr, lambda v: v >= 0.0, f"Invalid learning rate: {lr}")
-    check_range(eps, lambda v: v >= 0.0, f"Invalid epsilon value: {eps}")
-    check_range(beta1, lambda v: 0.0 <= v < 1.0, f"Invalid beta parameter at index 0: {beta1}")
-    check_range(beta2, lambda v: 0.0 <= v < 1.0, f"Invalid beta parameter at index 1: {beta2}")
-    check_range(weight_decay, lambda v: v >= 0.0, f"Invalid weight_decay value: {weight_decay}")
-    check_range(
-        momentum_decay, lambda v: v >= 0.0, f"Invalid momentum_decay value: {momentum_decay}"
+    beta1, beta2 = check_adam_family(
+        lr, betas, eps, weight_decay, nonnegative("momentum_decay", momentum_decay)
     )
     use_decay = may_be_nonzero(weight_decay)
 
@@ -146,7 +124,7 @@ def nadam(
         # 110 at beta1 = 0.9), as torch's (XLA would flush it to zero)
         mu32 = _double.round_to(v["mu"], _SCALAR_DTYPE)
         zero32 = K.opaque_zero(ctx.count, _SCALAR_DTYPE)
-        mp = mul_gradual_underflow(jnp.stack(mu_products), mu32, zero32)
+        mp = _double.mul_gradual_underflow(jnp.stack(mu_products), mu32, zero32)
         mp_exact = _double.lift(mp, math.wide, math.count)  # _get_value(mu_product): exact
         neg_lr = -v["lr"]
         value1 = neg_lr * (1.0 - v["mu"]) / (1.0 - mp_exact)
@@ -182,56 +160,3 @@ def nadam(
         return new_ps, new_bufs
 
     return grouped("nadam", init_leaf, update_group, scalars, NAdamState)
-
-
-def _bits(x: jax.Array) -> jax.Array:
-    return jax.lax.bitcast_convert_type(x, jnp.int32)
-
-
-def _float(bits: jax.Array) -> jax.Array:
-    return jax.lax.bitcast_convert_type(bits, jnp.float32)
-
-
-def _decompose(magnitude_bits: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``|x| = m * 2**e`` with ``m`` in [1, 2), from the bits of ``|x| > 0`` (subnormals too)."""
-    subnormal = (magnitude_bits >> 23) == 0
-    # a subnormal's significand as an exact (normal) float32 integer
-    y = jnp.where(subnormal, magnitude_bits.astype(jnp.float32), _float(magnitude_bits))
-    y_bits = _bits(y)
-    m = _float((y_bits & 0x7FFFFF) | 0x3F800000)
-    return m, (y_bits >> 23) - 127 - jnp.where(subnormal, 149, 0)
-
-
-def _pow2(k: jax.Array) -> jax.Array:
-    """``2.0**k`` for an int32 ``k`` in [-126, 127], exact."""
-    return _float((k + 127) << 23)
-
-
-def mul_gradual_underflow(a: jax.Array, b: jax.Array, zero: jax.Array) -> jax.Array:
-    """float32 ``a * b`` rounded as IEEE 754 (and torch) do, subnormal results included.
-
-    XLA:CPU runs with subnormals flushed to zero, inputs and results (so even ``a == 0`` is true
-    for a subnormal ``a``); this reads the operands from their bits, multiplies the significands
-    exactly (``two_prod``) and writes a subnormal result's bits itself, rounding to nearest even
-    at 2**-149. For finite operands; ``zero`` is an opaque float32 ``-0.0`` (see ``_double``).
-    """
-    a_bits, b_bits = _bits(a), _bits(b)
-    a_mag, b_mag = a_bits & 0x7FFFFFFF, b_bits & 0x7FFFFFFF
-    ma, ea = _decompose(a_mag)
-    mb, eb = _decompose(b_mag)
-    hi, lo = _double._two_prod(ma, mb, zero)  # ma * mb == hi + lo exactly, hi in [1, 4]
-    e = ea + eb  # |a * b| = (hi + lo) * 2**e
-    normal = e + (hi >= 2).astype(jnp.int32) >= -126
-    e_big = jnp.clip(e, -252, 254)
-    big = (hi * _pow2(e_big // 2)) * _pow2(e_big - e_big // 2)  # exact, or inf
-    s = jnp.clip(e + 149, -30, 22)  # the result in units of 2**-149 is (hi + lo) * 2**s < 2**23
-    x, xl = hi * _pow2(s), lo * _pow2(s)
-    f = jnp.floor(x)
-    d = (x - f) - 0.5  # exact; |d| >= ulp(x) > |xl| unless d == 0
-    odd = (f.astype(jnp.int32) & 1) == 1
-    up = (d > 0) | ((d == 0) & ((xl > 0) | ((xl == 0) & odd)))
-    tiny_bits = f.astype(jnp.int32) + up.astype(jnp.int32)  # 2**23 is the least normal: right
-    magnitude = jnp.where(normal, _bits(big), tiny_bits)
-    magnitude = jnp.where((a_mag == 0) | (b_mag == 0), 0, magnitude)
-    sign = (a_bits ^ b_bits) & jnp.int32(-(2**31))
-    return _float(magnitude | sign)

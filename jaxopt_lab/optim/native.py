@@ -60,12 +60,12 @@ MIN_SIZE = {
 }
 """Per kernel, the smallest leaf (in elements) it takes under ``JAXOPT_LAB_NATIVE=auto``.
 
-Measured by ``experiments/bench_update.py --sizes 1000x1k,4k,16k,64k,256k,1m --impls
+Chosen from ``experiments/bench_update.py --sizes 1000x1k,4k,16k,64k,256k,1m --impls
 jol_xla,jol_kernel --optimizers momentum,adam,amsgrad --no-rss --out bench_update_threshold``
-(``results/bench_update_threshold.md``): Adam's kernel ties XLA's three loops at 4k elements and
-wins from 16k on (0.054 vs 0.078 ms); momentum SGD's two XLA loops are cheap, so its kernel
-loses at 16k (0.055 vs 0.042 ms) and wins from 64k (0.079 vs 0.117 ms). Below ~16k a step is
-dispatch-bound either way.
+(timings, machine and versions: ``experiments/results/bench_update_threshold.md``): Adam's kernel
+ties XLA's three loops at 4k elements and wins from 16k on; momentum SGD's two XLA loops are
+cheap, so its kernel loses at 16k and wins from 64k. Below ~16k a step is dispatch-bound either
+way.
 """
 
 ADAM_SCALARS = (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math as pymath
 from typing import Any, NamedTuple
 
 import jax
@@ -11,15 +10,12 @@ import numpy as np
 
 from jaxopt_lab.optim import double as _double
 from jaxopt_lab.optim import kernels as K
-from jaxopt_lab.optim.adadelta import multiply
 from jaxopt_lab.optim.base import Optimizer, ScalarOrSchedule
 from jaxopt_lab.optim.checks import (
+    check_adam_family,
     check_ignored_flags,
-    check_number,
-    check_range,
     is_dynamic,
     may_be_nonzero,
-    require,
 )
 from jaxopt_lab.optim.leafwise import LeafContext, ScalarMath, leafwise
 
@@ -119,21 +115,7 @@ def radam(
     weight decay included, runs after torch's ``view_as_real``).
     """
     check_ignored_flags(foreach, None, capturable, differentiable)
-    require(
-        isinstance(betas, (tuple, list)) and len(betas) == 2,
-        f"betas must be a pair (beta1, beta2), got {betas!r}",
-        TypeError,
-    )
-    beta1, beta2 = betas
-    for name, value in (("lr", lr), ("eps", eps), ("weight_decay", weight_decay)):
-        check_number(value, name)
-    check_number(beta1, "betas[0]")
-    check_number(beta2, "betas[1]")
-    check_range(lr, lambda v: v >= 0.0, f"Invalid learning rate: {lr}")
-    check_range(eps, lambda v: v >= 0.0, f"Invalid epsilon value: {eps}")
-    check_range(beta1, lambda v: 0.0 <= v < 1.0, f"Invalid beta parameter at index 0: {beta1}")
-    check_range(beta2, lambda v: 0.0 <= v < 1.0, f"Invalid beta parameter at index 1: {beta2}")
-    check_range(weight_decay, lambda v: v >= 0.0, f"Invalid weight_decay value: {weight_decay}")
+    beta1, beta2 = check_adam_family(lr, betas, eps, weight_decay)
     use_decay = may_be_nonzero(weight_decay)
     dynamic_decay = use_decay and is_dynamic(weight_decay)
     table = None if is_dynamic(beta2) else rectified_steps(float(beta2))
@@ -144,15 +126,15 @@ def radam(
     def scalars(math: ScalarMath) -> dict[str, Any]:
         b1, b2, lr_ = math.resolve(beta1), math.resolve(beta2), math.resolve(lr)
         step = math.step
-        beta2_t = host_pow(math, b2)
-        bias_correction1 = 1 - host_pow(math, b1)
+        beta2_t = _double.host_pow(math, b2)
+        bias_correction1 = 1 - _double.host_pow(math, b1)
         bias_correction2 = 1 - beta2_t
         rho_inf = 2 / (1 - b2) - 1
         rho_t = rho_inf - 2 * step * beta2_t / bias_correction2
         if table is not None:
             rectify = jnp.asarray(table)[jnp.minimum(math.count, len(table) - 1)]
         else:
-            rectify = greater(rho_t, 5.0)
+            rectify = _double.greater_than(rho_t, 5.0)
         radicand = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
         return {
             "one_minus_beta1": 1 - b1,
@@ -165,7 +147,7 @@ def radam(
             "bias_correction1": bias_correction1,
             "bias_correction2_sqrt": math.sqrt(bias_correction2),
             # unrectified steps never use r_t; 1 keeps its NaN out of derivatives through `where`
-            "rect": math.sqrt(select(rectify, radicand, 1.0)),
+            "rect": math.sqrt(_double.where(rectify, radicand, 1.0)),
             "rectify": rectify,
             "minus_one": -1.0,
         }
@@ -189,8 +171,8 @@ def radam(
         # (bias_correction2 ** 0.5) / exp_avg_sq.sqrt().add_(eps): Tensor.__rtruediv__ is
         # ``reciprocal() * scalar``, two roundings.
         denom = K.add_scalar(K.sqrt(exp_avg_sq), s["eps"])
-        adaptive = K.mul(reciprocal(denom), s["bias_correction2_sqrt"], zero)
-        rectified = K.mul(multiply(step, adaptive, zero), s["rect"], zero)  # step * ada * rect
+        adaptive = K.mul(K.reciprocal(denom), s["bias_correction2_sqrt"], zero)
+        rectified = K.mul(K.multiply(step, adaptive, zero), s["rect"], zero)  # step * ada * rect
         # param.add_(..., alpha=-1.0), on either branch of ``rho_t > 5``
         p = jnp.where(
             s["rectify"] > 0, K.add(p, rectified, s["minus_one"]), K.add(p, step, s["minus_one"])
@@ -230,50 +212,3 @@ def rectified_steps(beta2: float) -> np.ndarray:
     else:
         return None
     return np.asarray(flags, dtype=bool)
-
-
-def host_pow(math: ScalarMath, base: _double.Real) -> _double.Real:
-    """``base ** (count + 1)`` in the step's double arithmetic.
-
-    For a Python ``base`` without x64, the product of the host-computed doubles
-    ``base ** 2**k`` for the set bits of the exponent: each factor carries only its own
-    rounding, instead of repeated squaring multiplying the base's double-single error by the
-    exponent. Otherwise ``math.pow``.
-    """
-    n = math.count + 1
-    if math.wide or not isinstance(base, float):
-        return math.pow(base, n)
-    acc = _double.lift(jnp.float32(1.0), False, math.count)
-    for bit in range(31):
-        try:
-            factor = base ** (2**bit)
-        except OverflowError:
-            factor = pymath.inf
-        prod = acc * factor
-        acc = select(((n >> bit) & 1) == 1, prod, acc)
-    return acc
-
-
-def select(cond: jax.Array, a: _double.Real, b: _double.Real | float) -> _double.Real:
-    """``a if cond else b`` for the step's double values (Python floats, double-single, f64)."""
-    if isinstance(a, _double.DoubleSingle):
-        b = a.lift(b)
-        return _double.DoubleSingle(jnp.where(cond, a.hi, b.hi), jnp.where(cond, a.lo, b.lo), a.z)
-    return jnp.where(cond, a, b)
-
-
-def greater(x: _double.Real, c: float) -> jax.Array:
-    """``x > c`` for a double value ``x`` and a float32-exact constant ``c``.
-
-    A normalized double-single ``hi + lo`` has ``hi`` = its float32 rounding, so it exceeds
-    ``c`` iff ``hi > c``, or ``hi == c`` and ``lo > 0``.
-    """
-    if isinstance(x, _double.DoubleSingle):
-        return (x.hi > c) | ((x.hi == c) & (x.lo > 0))
-    return jnp.asarray(x > c)
-
-
-def reciprocal(a: jax.Array) -> jax.Array:
-    """``a.reciprocal()``: ``1 / a``, one IEEE division in the math type."""
-    ua = a.astype(K.math_dtype(a.dtype))
-    return (1 / ua).astype(a.dtype)

@@ -11,11 +11,13 @@ from jaxopt_lab.optim import complex_params as C
 from jaxopt_lab.optim import kernels as K
 from jaxopt_lab.optim.base import Optimizer, ScalarOrSchedule
 from jaxopt_lab.optim.checks import (
+    check_hyperparams,
     check_ignored_flags,
-    check_number,
-    check_range,
+    epsilon,
     is_dynamic,
+    learning_rate,
     may_be_nonzero,
+    nonnegative,
 )
 from jaxopt_lab.optim.leafwise import LeafContext, ScalarMath, leafwise
 
@@ -59,6 +61,9 @@ def rmsprop(
       maximize: ascend instead of descend.
       foreach, capturable, differentiable: torch switches, accepted and ignored.
 
+    Returns:
+      An :class:`~jaxopt_lab.Optimizer` with :class:`RMSpropState`.
+
     Complex params: as torch, the weight decay runs on the complex tensors and the rest on
     their real view (:mod:`jaxopt_lab.optim.complex_params`).
 
@@ -72,15 +77,13 @@ def rmsprop(
         ``weight_decay`` of 0 skips the decay term, as torch does.
     """
     check_ignored_flags(foreach, None, capturable, differentiable)
-    for name, value in (("lr", lr), ("alpha", alpha), ("eps", eps)):
-        check_number(value, name)
-    check_number(weight_decay, "weight_decay")
-    check_number(momentum, "momentum")
-    check_range(lr, lambda v: v >= 0.0, f"Invalid learning rate: {lr}")
-    check_range(eps, lambda v: v >= 0.0, f"Invalid epsilon value: {eps}")
-    check_range(momentum, lambda v: v >= 0.0, f"Invalid momentum value: {momentum}")
-    check_range(weight_decay, lambda v: v >= 0.0, f"Invalid weight_decay value: {weight_decay}")
-    check_range(alpha, lambda v: v >= 0.0, f"Invalid alpha value: {alpha}")
+    check_hyperparams(
+        learning_rate(lr),
+        epsilon(eps),
+        nonnegative("momentum", momentum),
+        nonnegative("weight_decay", weight_decay),
+        nonnegative("alpha", alpha),
+    )
     use_momentum = may_be_nonzero(momentum)  # torch: `if momentum > 0` (checked >= 0 above)
     use_decay = may_be_nonzero(weight_decay)
     dynamic_momentum = use_momentum and is_dynamic(momentum)

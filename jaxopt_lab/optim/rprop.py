@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math as pymath
 from typing import Any, NamedTuple
 
 import jax
@@ -10,14 +9,14 @@ import jax.numpy as jnp
 
 from jaxopt_lab.optim import double as _double
 from jaxopt_lab.optim import kernels as K
-from jaxopt_lab.optim.adadelta import multiply
 from jaxopt_lab.optim.base import Optimizer, ScalarOrSchedule
 from jaxopt_lab.optim.checks import (
+    Bound,
+    check_hyperparams,
     check_ignored_flags,
-    check_number,
-    check_range,
-    is_dynamic,
-    require,
+    check_joint_range,
+    check_pair,
+    learning_rate,
 )
 from jaxopt_lab.optim.leafwise import LeafContext, ScalarMath, leafwise
 
@@ -93,27 +92,20 @@ def rprop(
     ``lr`` for the real and the imaginary part).
     """
     check_ignored_flags(foreach, None, capturable, differentiable)
-    pairs = (("etas", etas, "etaminus, etaplus"), ("step_sizes", step_sizes, "min, max"))
-    for name, pair, what in pairs:
-        require(
-            isinstance(pair, (tuple, list)) and len(pair) == 2,
-            f"{name} must be a pair ({what}), got {pair!r}",
-            TypeError,
-        )
-    etaminus, etaplus = etas
-    step_size_min, step_size_max = step_sizes
-    check_number(lr, "lr")
-    check_number(etaminus, "etas[0]")
-    check_number(etaplus, "etas[1]")
-    check_number(step_size_min, "step_sizes[0]")
-    check_number(step_size_max, "step_sizes[1]")
-    check_range(lr, lambda v: v >= 0.0, f"Invalid learning rate: {lr}")
-    if not (is_dynamic(etaminus) or is_dynamic(etaplus)):
-        lo, hi = float(etaminus), float(etaplus)
-        require(
-            not (pymath.isnan(lo) or pymath.isnan(hi)) and 0.0 < lo < 1.0 < hi,
-            f"Invalid eta values: {etaminus}, {etaplus}",
-        )
+    etaminus, etaplus = check_pair(etas, "etas", "etaminus, etaplus")
+    step_size_min, step_size_max = check_pair(step_sizes, "step_sizes", "min, max")
+    check_hyperparams(
+        learning_rate(lr),
+        Bound("etas[0]", etaminus),
+        Bound("etas[1]", etaplus),
+        Bound("step_sizes[0]", step_size_min),
+        Bound("step_sizes[1]", step_size_max),
+    )
+    check_joint_range(
+        (etaminus, etaplus),
+        lambda lo, hi: 0.0 < lo < 1.0 < hi,
+        f"Invalid eta values: {etaminus}, {etaplus}",
+    )
 
     def init_leaf(p: jax.Array) -> tuple[jax.Array, jax.Array]:
         # state["step_size"] = torch.full_like(grad, lr): lr as torch's group holds it then.
@@ -137,24 +129,34 @@ def rprop(
         # Scalars written into (or compared with) param-dtype tensors take that dtype.
         s = {k: v.astype(p.dtype) for k, v in ctx.scalars.items()}
         g = -g if maximize else g
-        sign = torch_sign(multiply(g, prev, zero))  # grad.mul(prev).sign()
+        sign = K.sign(K.multiply(g, prev, zero))  # grad.mul(prev).sign()
         sign = jnp.where(sign > 0, s["etaplus"], sign)  # sign[sign.gt(0)] = etaplus
         sign = jnp.where(sign < 0, s["etaminus"], sign)  # sign[sign.lt(0)] = etaminus
         sign = jnp.where(sign == 0, jnp.ones_like(sign), sign)  # sign[sign.eq(0)] = 1
+        sign = computed_once(sign, zero)  # the only reader of the old ``prev``
         # step_size.mul_(sign).clamp_(step_size_min, step_size_max)
-        step_size = multiply(step_size, sign, zero)
+        step_size = K.multiply(step_size, sign, zero)
         step_size = jnp.minimum(jnp.maximum(step_size, s["step_size_min"]), s["step_size_max"])
+        step_size = computed_once(step_size, zero)  # the param update reads the new one
         g = jnp.where(sign == s["etaminus"], jnp.zeros_like(g), g)  # grad[sign.eq(etaminus)] = 0
         # param.addcmul_(grad.sign(), step_size, value=-1)
-        p = K.addcmul(p, torch_sign(g), step_size, ctx.scalars["minus_one"])
+        p = K.addcmul(p, K.sign(g), step_size, ctx.scalars["minus_one"])
         return p, (g, step_size)  # prev.copy_(grad)
 
     return leafwise("rprop", init_leaf, update_leaf, scalars, RpropState)
 
 
-def torch_sign(x: jax.Array) -> jax.Array:
-    """``torch.sign``: ``(x > 0) - (x < 0)``, so ``sign(NaN) = 0`` and ``sign(-0.0) = +0.0``.
+def computed_once(x: jax.Array, zero: jax.Array) -> jax.Array:
+    """``x`` unchanged, as an array XLA computes in one loop and reads back (a performance hint).
 
-    (``jnp.sign`` keeps NaN and ``-0.0``.)
+    XLA:CPU fuses a cheap element-wise value into each of its consumers. Rprop's three outputs
+    (params, ``prev``, ``step_size``) overwrite their donated inputs, so when the params' loop
+    recomputes the sign factor and the new step size from the *old* ``prev`` and ``step_size``,
+    XLA must first copy both buffers (measured: 2 copies, a 10M-param step 1.7x slower than
+    ``optax.rprop``'s). A division is "expensive" to XLA, so it never duplicates one: a true
+    division by 1 (:func:`~jaxopt_lab.optim.kernels.div`, which XLA cannot turn into a product;
+    an identity on every value XLA:CPU holds, subnormals being flushed already) makes the factor
+    and the new step size loops of their own, each the last reader of the buffer it replaces,
+    and the copies go (``experiments/results/bench_update_rest.md``).
     """
-    return (x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)
+    return K.div(x, 1 + zero, zero)

@@ -12,11 +12,13 @@ from jaxopt_lab.optim import kernels as K
 from jaxopt_lab.optim import native as _native
 from jaxopt_lab.optim.base import Optimizer, ScalarOrSchedule
 from jaxopt_lab.optim.checks import (
+    Bound,
+    check_hyperparams,
     check_ignored_flags,
-    check_number,
-    check_range,
     is_dynamic,
+    learning_rate,
     may_be_nonzero,
+    nonnegative,
     require,
 )
 from jaxopt_lab.optim.leafwise import LeafContext, ScalarMath, leafwise
@@ -84,12 +86,12 @@ def sgd(
       * A NaN hyper-parameter is rejected (torch's SGD lets a NaN ``lr`` through).
     """
     check_ignored_flags(foreach, fused, False, differentiable)
-    for name, value in (("lr", lr), ("momentum", momentum), ("dampening", dampening)):
-        check_number(value, name)
-    check_number(weight_decay, "weight_decay")
-    check_range(lr, lambda v: v >= 0.0, f"Invalid learning rate: {lr}")
-    check_range(momentum, lambda v: v >= 0.0, f"Invalid momentum value: {momentum}")
-    check_range(weight_decay, lambda v: v >= 0.0, f"Invalid weight_decay value: {weight_decay}")
+    check_hyperparams(
+        learning_rate(lr),
+        nonnegative("momentum", momentum),
+        Bound("dampening", dampening),
+        nonnegative("weight_decay", weight_decay),
+    )
     if nesterov and not is_dynamic(momentum) and not is_dynamic(dampening):
         require(
             momentum > 0 and dampening == 0,

@@ -10,13 +10,17 @@ import jax.numpy as jnp
 from jax.experimental import sparse
 
 from jaxopt_lab.optim import double as _double
+from jaxopt_lab.optim import kernels as K
 from jaxopt_lab.optim.base import Optimizer, Params, ScalarOrSchedule
 from jaxopt_lab.optim.checks import (
+    betas_in_unit_interval,
     check_buffers,
-    check_number,
+    check_hyperparams,
+    check_pair,
     check_params,
-    check_range,
     check_state,
+    epsilon,
+    learning_rate,
     require,
 )
 from jaxopt_lab.optim.kernels import math_dtype, opaque_zero
@@ -91,18 +95,12 @@ def sparse_adam(
       * optax has no SparseAdam: JAX gradients are dense, and ``optax.adam`` on a dense gradient
         with zeros decays the moments of every entry, which SparseAdam leaves untouched.
     """
-    require(
-        isinstance(betas, (tuple, list)) and len(betas) == 2,
-        f"betas must be a pair (beta1, beta2), got {betas!r}",
-        TypeError,
+    beta1, beta2 = check_pair(betas, "betas", "beta1, beta2")
+    check_hyperparams(
+        learning_rate(lr, strict=True),
+        epsilon(eps, strict=True),
+        *betas_in_unit_interval(beta1, beta2),
     )
-    beta1, beta2 = betas
-    for name, value in (("lr", lr), ("eps", eps), ("betas[0]", beta1), ("betas[1]", beta2)):
-        check_number(value, name)
-    check_range(lr, lambda v: 0.0 < v, f"Invalid learning rate: {lr}")
-    check_range(eps, lambda v: 0.0 < v, f"Invalid epsilon value: {eps}")
-    check_range(beta1, lambda v: 0.0 <= v < 1.0, f"Invalid beta parameter at index 0: {beta1}")
-    check_range(beta2, lambda v: 0.0 <= v < 1.0, f"Invalid beta parameter at index 1: {beta2}")
 
     def scalars(math_: ScalarMath) -> dict[str, Any]:
         b1, b2 = math_.resolve(beta1), math_.resolve(beta2)
@@ -176,31 +174,6 @@ def check_sparse_grads(params: Any, grads: Any) -> None:
             raise TypeError(f"grads leaf {where} has dtype {g.dtype}, params leaf has {p.dtype}")
 
 
-# --- torch's arithmetic on the gathered values, one function per ATen op, rounding to the
-# storage dtype after each (the math runs in float32 for bfloat16/float16, as torch's opmath).
-
-
-def _up(x: jax.Array) -> jax.Array:
-    return x.astype(math_dtype(x.dtype))
-
-
-def _sub(a: jax.Array, b: jax.Array) -> jax.Array:
-    return (_up(a) - _up(b)).astype(a.dtype)
-
-
-def _add(a: jax.Array, b: jax.Array) -> jax.Array:
-    return (_up(a) + _up(b)).astype(a.dtype)
-
-
-def _mul(a: jax.Array, b: jax.Array, zero: jax.Array) -> jax.Array:
-    """A product rounded on its own: ``+ zero`` keeps it out of a later fused multiply-add."""
-    return (_up(a) * b + zero).astype(a.dtype)
-
-
-def _div(a: jax.Array, b: jax.Array) -> jax.Array:
-    return (_up(a) / _up(b)).astype(a.dtype)
-
-
 def coalesce(g: sparse.BCOO, maximize: bool = False) -> tuple[jax.Array, jax.Array, jax.Array, int]:
     """torch's ``grad.coalesce()`` on a BCOO: summed values per distinct in-bounds index.
 
@@ -238,7 +211,7 @@ def coalesce(g: sparse.BCOO, maximize: bool = False) -> tuple[jax.Array, jax.Arr
         k, acc = carry
         more = (k < run)[:, None]
         nxt = values[jnp.minimum(pos + k, nse - 1)]
-        return k + 1, jnp.where(more, _add(acc, nxt), acc)
+        return k + 1, jnp.where(more, K.plus(acc, nxt), acc)
 
     _, summed = jax.lax.while_loop(lambda c: c[0] < longest, add_next, (jnp.int32(1), values))
     return key, summed, first & (key < n_rows), n_rows
@@ -253,14 +226,14 @@ def _update_leaf(p, g, m, v, s, zero, maximize):
     at = jnp.where(keep, rows, 0)
     old_m, old_v, old_p = m2[at], v2[at], p2[at]  # exp_avg.sparse_mask(grad)._values(), ...
     # exp_avg_update_values = grad_values.sub(old_exp_avg_values).mul_(1 - beta1)
-    update_m = _mul(_sub(grad, old_m), s["one_minus_beta1"], zero)
+    update_m = K.mul(K.minus(grad, old_m), s["one_minus_beta1"], zero)
     # exp_avg_sq_update_values = grad_values.pow(2).sub_(old_exp_avg_sq_values).mul_(1 - beta2)
-    update_v = _mul(_sub(_mul(grad, _up(grad), zero), old_v), s["one_minus_beta2"], zero)
-    new_m = _add(update_m, old_m)  # exp_avg.add_(make_sparse(..)); numer = update.add_(old)
-    new_v = _add(update_v, old_v)
-    denom = _add(jnp.sqrt(_up(new_v)).astype(new_v.dtype), s["eps"])  # .sqrt_().add_(eps)
+    update_v = K.mul(K.minus(K.multiply(grad, grad, zero), old_v), s["one_minus_beta2"], zero)
+    new_m = K.plus(update_m, old_m)  # exp_avg.add_(make_sparse(..)); numer = update.add_(old)
+    new_v = K.plus(update_v, old_v)
+    denom = K.plus(K.sqrt(new_v), s["eps"])  # .sqrt_().add_(eps)
     # param.add_(make_sparse(-step_size * numer.div_(denom)))
-    new_p = _add(old_p, _mul(_div(new_m, denom), s["neg_step_size"], zero))
+    new_p = K.plus(old_p, K.mul(K.divide(new_m, denom, zero), s["neg_step_size"], zero))
     drop = jnp.where(keep, rows, n_rows)  # each kept row once: the scatter has no collisions
 
     def put(x2: jax.Array, new: jax.Array) -> jax.Array:

@@ -29,8 +29,12 @@ For a Flax model, ``params`` is ``variables["params"]`` and ``buffers`` is
     averaged = {"params": state.params, "batch_stats": state.buffers}
     averaged = jol.swa_utils.update_bn(loader, model, averaged, train=True)
 
-Every update is torch's CPU arithmetic, op for op with its roundings (``_kernels.py``): float32
-results equal torch's bit for bit.
+Every update is torch's CPU arithmetic, op for op with its roundings
+(:mod:`jaxopt_lab.optim.kernels`): float32 results equal torch's bit for bit.
+
+Length: one module for one torch module, imported by path (``jol.swa_utils``, like
+``torch.optim.swa_utils``); its three parts -- averaging (the functions and ``AveragedModel``),
+``swalr`` and ``update_bn`` -- are each under 300 lines and share the table above.
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxopt_lab.optim import kernels as K
-from jaxopt_lab.schedules import DEFAULT_HORIZON, LRSchedule, _fl, _fmt, _recursive
+from jaxopt_lab.schedules.core import DEFAULT_HORIZON, LRSchedule, format_call
+from jaxopt_lab.schedules.replay import as_float, recursive
 
 __all__ = [
     "AveragedModel",
@@ -296,28 +301,28 @@ def averaged_model(
     (:func:`get_swa_avg_fn`). EMA: ``multi_avg_fn=get_ema_multi_avg_fn(decay)``.
 
     Args:
-        avg_fn: ``avg_fn(averaged_leaf, model_leaf, n_averaged) -> leaf``, applied to every leaf
-            (``n_averaged`` is the int32 scalar; the result is cast to the leaf dtype, as
-            torch's ``copy_`` does).
-        multi_avg_fn: ``multi_avg_fn(averaged_leaves, model_leaves, n_averaged) -> leaves``,
-            called once per leaf dtype with the leaves of that dtype (params first, then
-            buffers, in tree order), returning the new leaves.
-        use_buffers: average the buffers too; if ``False`` they are copied from the model at
-            every update (torch: "keep the buffers in sync with the source model").
+      avg_fn: ``avg_fn(averaged_leaf, model_leaf, n_averaged) -> leaf``, applied to every leaf
+        (``n_averaged`` is the int32 scalar; the result is cast to the leaf dtype, as
+        torch's ``copy_`` does).
+      multi_avg_fn: ``multi_avg_fn(averaged_leaves, model_leaves, n_averaged) -> leaves``,
+        called once per leaf dtype with the leaves of that dtype (params first, then
+        buffers, in tree order), returning the new leaves.
+      use_buffers: average the buffers too; if ``False`` they are copied from the model at
+        every update (torch: "keep the buffers in sync with the source model").
 
     Returns:
-        An :class:`AveragedModel` ``(init, update)``:
-        ``init(params, buffers=None)`` copies them with ``n_averaged = 0``;
-        ``update(state, params, buffers=None)`` is ``update_parameters(model)``. ``buffers``
-        must be given to ``update`` exactly when it was given to ``init``.
+      An :class:`AveragedModel` ``(init, update)``:
+      ``init(params, buffers=None)`` copies them with ``n_averaged = 0``;
+      ``update(state, params, buffers=None)`` is ``update_parameters(model)``. ``buffers``
+      must be given to ``update`` exactly when it was given to ``init``.
 
     Differences from torch.optim.swa_utils:
-        * no module, no ``device``; ``n_averaged`` is int32 (torch: int64).
-        * the default average is torch's CPU path; on CUDA torch uses
-          :func:`get_swa_multi_avg_fn` (a float32-rounded lerp weight): pass it to get that.
-        * a custom ``multi_avg_fn`` returns the new leaves (JAX arrays are immutable).
-        * params/buffers whose structure, shapes or dtypes differ from the averaged copy raise
-          (torch zips them without checks).
+      * no module, no ``device``; ``n_averaged`` is int32 (torch: int64).
+      * the default average is torch's CPU path; on CUDA torch uses
+        :func:`get_swa_multi_avg_fn` (a float32-rounded lerp weight): pass it to get that.
+      * a custom ``multi_avg_fn`` returns the new leaves (JAX arrays are immutable).
+      * params/buffers whose structure, shapes or dtypes differ from the averaged copy raise
+        (torch zips them without checks).
     """
     if avg_fn is not None and multi_avg_fn is not None:
         raise AssertionError("Only one of avg_fn and multi_avg_fn should be provided")
@@ -418,16 +423,19 @@ def swalr(
     (evaluate ``first`` under x64 for the exact double). Both are tested against torch.
 
     Args:
-        lr: the optimizer's lr when SWALR is constructed (torch reads ``group["lr"]``).
-        swa_lr: the lr to anneal to (or a one-element list: torch's per-group list for a
-            single group).
-        anneal_epochs: counts of the annealing phase (an int >= 0).
-        anneal_strategy: ``"cos"`` or ``"linear"``.
-        horizon: counts below this are a table lookup (see the ``schedules`` module).
+      lr: the optimizer's lr when SWALR is constructed (torch reads ``group["lr"]``).
+      swa_lr: the lr to anneal to (or a one-element list: torch's per-group list for a
+        single group).
+      anneal_epochs: counts of the annealing phase (an int >= 0).
+      anneal_strategy: ``"cos"`` or ``"linear"``.
+      horizon: counts below this are a table lookup (see the ``schedules`` module).
+
+    Returns:
+      An ``LRSchedule`` (``count -> lr``).
 
     Differences from torch:
-        one group per schedule (build one per group); no ``last_epoch`` (torch's SWALR ignores
-        it except for requiring ``initial_lr`` in the groups).
+      one group per schedule (build one per group); no ``last_epoch`` (torch's SWALR ignores
+      it except for requiring ``initial_lr`` in the groups).
     """
     # torch's checks, in torch's order (swa_lr via _format_param for one param group).
     if isinstance(swa_lr, (list, tuple)):
@@ -471,7 +479,7 @@ def swalr(
         step = jnp.maximum(k, 1) if epochs == 0 else k
 
         def alpha_at(s: jax.Array) -> jax.Array:
-            t = jnp.clip(_fl(s) / float(max(1, epochs)), 0.0, 1.0)
+            t = jnp.clip(as_float(s) / float(max(1, epochs)), 0.0, 1.0)
             return (1 - jnp.cos(math.pi * t)) / 2 if cosine else t
 
         prev_alpha, alpha = alpha_at(step - 1), alpha_at(step)
@@ -482,8 +490,10 @@ def swalr(
         return host(k, cur) if isinstance(k, int) else graph(k, cur)
 
     # From count A + 1 on both alphas are 1: the value is swa_lr * 1 + swa_lr * 0 for any lr.
-    return _recursive(
-        _fmt("swalr", lr, swa_lr, anneal_epochs=anneal_epochs, anneal_strategy=anneal_strategy),
+    return recursive(
+        format_call(
+            "swalr", lr, swa_lr, anneal_epochs=anneal_epochs, anneal_strategy=anneal_strategy
+        ),
         lr,
         step,
         settles_at=epochs + 1,
@@ -562,25 +572,25 @@ def update_bn(loader: Iterable[Any], model: Any, variables: Any, **apply_kwargs:
     does. Flax's own momentum update is discarded.
 
     Args:
-        loader: an iterable of batches; a batch is an array or a list/tuple whose first
-            element is the input (as torch).
-        model: a ``flax.linen.Module`` whose BatchNorm layers run in train mode
-            (``use_running_average=False``) with ``apply_kwargs``.
-        variables: the model's variables (``{"params": ..., "batch_stats": ...}``).
-        **apply_kwargs: passed to every ``model.apply`` (e.g. ``train=True``, ``rngs=...``).
+      loader: an iterable of batches; a batch is an array or a list/tuple whose first
+        element is the input (as torch).
+      model: a ``flax.linen.Module`` whose BatchNorm layers run in train mode
+        (``use_running_average=False``) with ``apply_kwargs``.
+      variables: the model's variables (``{"params": ..., "batch_stats": ...}``).
+      **apply_kwargs: passed to every ``model.apply`` (e.g. ``train=True``, ``rngs=...``).
 
     Returns:
-        ``variables`` with new ``batch_stats``; the same object if there are none (torch:
-        "if not momenta: return").
+      ``variables`` with new ``batch_stats``; the same object if there are none (torch:
+      "if not momenta: return").
 
     Differences from torch:
-        * torch's ``model.train()`` is ``apply_kwargs`` here; a BatchNorm that runs with
-          ``use_running_average=True`` raises ``ValueError``.
-        * BatchNorm layers are the ``{"mean", "var"}`` entries of ``batch_stats`` (Flax's
-          layout); all are reset, as torch resets every ``_BatchNorm``.
-        * float32 statistics accumulate in float32 in XLA's order (torch: in double,
-          sequentially): the tests measure and bound the difference.
-        * ``axis_name`` (cross-device) and ``mask`` are not supported.
+      * torch's ``model.train()`` is ``apply_kwargs`` here; a BatchNorm that runs with
+        ``use_running_average=True`` raises ``ValueError``.
+      * BatchNorm layers are the ``{"mean", "var"}`` entries of ``batch_stats`` (Flax's
+        layout); all are reset, as torch resets every ``_BatchNorm``.
+      * float32 statistics accumulate in float32 in XLA's order (torch: in double,
+        sequentially): the tests measure and bound the difference.
+      * ``axis_name`` (cross-device) and ``mask`` are not supported.
     """
     stats = variables.get("batch_stats") if hasattr(variables, "get") else None
     if not stats:
