@@ -4,10 +4,27 @@
     python experiments/bench_update.py                 # full run (~15 min on 2 cores)
     python experiments/bench_update.py --quick         # smoke run (~1 min)
     python experiments/bench_update.py --sizes 10m,100m --optimizers adam --rounds 10
+    python experiments/bench_update.py --no-rss --out bench_update_rest \
+        --optimizers nadam,radam,adamax,adadelta,asgd,rprop,adafactor,muon,sparse_adam \
+        --sizes cnn,1000x1k,1m,10m --skip adafactor@1000x1k  # bench_update_rest.md: 12 min
+        # on 2 idle cores, 25 min at load 7 (adafactor@1000x1k: minutes of compile)
+    python experiments/bench_update.py --optimizers rest --sizes 1m --no-rss --out x  # + RMSprop,
+        # Adagrad: every registry algorithm but SGD, Adam, AdamW (the default, "core") and L-BFGS
 
 For each parameter set (``--sizes``) and optimizer (``--optimizers``) every implementation runs
 one step per round, round-robin (see ``_bench_common.interleaved``); medians after warm-up, each
-step blocking on its result. Implementations:
+step blocking on its result. ``--optimizers`` takes names and groups: ``core`` (the default:
+``sgd``, ``momentum``, ``adam``, ``adamw``, ``amsgrad``, the configurations with one-pass
+kernels and torch fused kernels), ``rest`` (every other algorithm of ``jaxopt_lab.registry``
+but L-BFGS, which needs a closure: ``experiments/bench_lbfgs.py``) and ``all``. A ``rest``
+optimizer runs with torch's defaults (the factory's); its torch class and optax counterpart are
+the registry row's (``torch_class``, ``optax``), optax given the torch hyper-parameters it has a
+name for (``lr`` -> ``learning_rate``, ``betas`` -> ``b1, b2``, ...; see ``OPTAX_NAMES``). Muon
+steps 2-D params only: each leaf is viewed as a matrix (``as_matrix``), and sizes with a matrix
+over ``MUON_MAX_ELEMENTS`` elements or over ``MUON_MAX_LEAVES`` leaves are skipped (a
+Newton-Schulz step on a 10M-element matrix takes seconds). SparseAdam steps embedding tables
+(the same matrices) with a ``BCOO`` row gradient touching ``SPARSE_ROWS`` of the rows (torch: an
+uncoalesced ``sparse_coo_tensor``, as ``nn.Embedding(sparse=True)`` gives). Implementations:
 
 * ``jol``: ``jax.jit(opt.update, donate_argnums=(0, 2))`` as a user gets it: float32 leaves of
   at least ``jaxopt_lab.optim.native.MIN_SIZE`` elements (per kernel) take the one-pass C++ kernel
@@ -19,15 +36,22 @@ step blocking on its result. Implementations:
   cache-sized slices (``jaxopt_lab.optim.flat.chunked`` with its ``COMPILER_OPTIONS``);
 * ``jol_flat``: the state in one buffer per dtype (``jaxopt_lab.optim.flat.flat``), multi-leaf sets
   only;
-* ``optax``: ``optax.sgd/adam/adamw/adam(amsgrad)`` + ``apply_updates``, jitted and donated;
+* ``optax``: ``optax.sgd/adam/adamw/adam(amsgrad)`` or the registry's counterpart (none for
+  ASGD and SparseAdam) + ``apply_updates``, jitted and donated;
 * ``torch_loop`` / ``torch_foreach`` / ``torch_fused``: ``foreach=False`` / ``foreach=True`` /
-  ``fused=True`` (CPU fused kernels exist for SGD, Adam, AdamW).
+  ``fused=True`` (CPU fused kernels exist for SGD, Adam, AdamW and Adagrad; Muon and SparseAdam
+  have neither foreach nor fused: ``torch_loop`` is their only path).
 
 Achieved bandwidth counts the bytes an ideal single pass moves per float32 parameter (SGD 12:
-read p, g, write p; momentum 20; Adam/AdamW 28; AMSGrad 36) and is compared with the machine's
-bandwidth measured in the same run (best of a numpy copy and a donated in-place jax ``a*x+b``).
+read p, g, write p; momentum 20; Adam/AdamW 28; AMSGrad 36; the others 4 (3 + 2k) for k state
+elements per param, times the touched fraction for SparseAdam; Muon is compute-bound) and is
+compared with the machine's bandwidth measured in the same run (best of a numpy copy and a
+donated in-place jax ``a*x+b``). The load average (``os.getloadavg``) is recorded at the start
+and the end of the run, and each row keeps the seconds its step took to set up (``setup_s``:
+for JAX init, trace and compile; the table's ``jol compile s`` for the non-core rows).
+``--skip opt@size,...`` leaves configurations out (e.g. one whose compile takes minutes).
 ``--rss`` adds the peak resident memory of the step, one subprocess per configuration.
-Writes ``experiments/results/bench_update.{json,md}`` and prints the table.
+Writes ``experiments/results/{--out}.{json,md}`` (default ``bench_update``) and prints the table.
 """
 
 from __future__ import annotations
@@ -48,6 +72,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_common as common
+
+from jaxopt_lab import registry
 
 SIZES: dict[str, list[tuple[int, ...]]] = {
     # The tutorial CNN (HWIO conv kernels, (in, out) dense kernels): 145,578 params in 10 leaves.
@@ -73,6 +99,31 @@ SIZES: dict[str, list[tuple[int, ...]]] = {
     "100m": [(100_000_000,)],
 }
 BYTES_PER_PARAM = {"sgd": 12, "momentum": 20, "adam": 28, "adamw": 28, "amsgrad": 36}
+CORE = tuple(BYTES_PER_PARAM)  # configurations of SGD, Adam, AdamW (kernels, torch fused)
+# Every other per-gradient algorithm of the registry (L-BFGS needs a closure: bench_lbfgs.py).
+REST = tuple(n for n in registry.names() if n not in CORE and n != "lbfgs")
+OPTIMIZERS = (*CORE, *REST)
+GROUPS = {"core": CORE, "rest": REST, "all": OPTIMIZERS}
+# torch hyper-parameter -> optax argument name(s), passed where the optax function has them.
+OPTAX_NAMES: dict[str, tuple[str, ...]] = {
+    "lr": ("learning_rate",),
+    "betas": ("b1", "b2"),
+    "eps": ("eps",),
+    "rho": ("rho",),
+    "alpha": ("decay",),
+    "weight_decay": ("weight_decay",),
+    "initial_accumulator_value": ("initial_accumulator_value",),
+    "etas": ("eta_minus", "eta_plus"),
+    "step_sizes": ("min_step_size", "max_step_size"),
+    "momentum": ("beta",),
+    "nesterov": ("nesterov",),
+    "ns_coefficients": ("ns_coeffs",),
+    "ns_steps": ("ns_steps",),
+}
+MATRIX_ONLY = {"muon", "sparse_adam"}  # 2-D params (Muon) / embedding tables (SparseAdam)
+MUON_MAX_ELEMENTS = 1_000_000
+MUON_MAX_LEAVES = 100
+SPARSE_ROWS = 0.1  # fraction of an embedding table's rows a SparseAdam gradient touches
 _SMALL = {"4k": 200, "16k": 200, "64k": 100, "256k": 60}
 ROUNDS = {"cnn": 60, "1000x1k": 30, "1m": 30, "10m": 12, "100m": 3, **_SMALL}
 BLOCK = {"cnn": 5, "1000x1k": 3, "1m": 5, "10m": 2, "100m": 1, **dict.fromkeys(_SMALL, 10)}
@@ -94,6 +145,8 @@ def n_params(size: str) -> int:
 def _jol_opt(name: str) -> Any:
     import jaxopt_lab as jol
 
+    if name not in CORE:
+        return registry.get(name).factory()  # torch's defaults
     return {
         "sgd": lambda: jol.sgd(lr=0.01),
         "momentum": lambda: jol.sgd(lr=0.01, momentum=0.9),
@@ -103,9 +156,38 @@ def _jol_opt(name: str) -> Any:
     }[name]()
 
 
+def optax_factory(name: str) -> Callable[..., Any] | None:
+    """The registry's optax counterpart of ``name`` (``"optax.contrib.muon"``), or None."""
+    import importlib
+
+    dotted = registry.get(name).optax
+    if dotted is None:
+        return None
+    module, _, attr = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+def optax_kwargs(name: str) -> dict[str, Any]:
+    """torch's default hyper-parameters of ``name`` under the optax counterpart's names."""
+    import inspect
+
+    accepted = inspect.signature(optax_factory(name)).parameters
+    out = {}
+    for key, value in registry.get(name).defaults().items():
+        names = OPTAX_NAMES.get(key, ())
+        values = value if len(names) > 1 else (value,)
+        for optax_name, v in zip(names, values, strict=False):
+            numbers = v if isinstance(v, tuple) else (v,)  # not adafactor's eps (None, 1e-3)
+            if optax_name in accepted and all(isinstance(x, (int, float)) for x in numbers):
+                out[optax_name] = v
+    return out
+
+
 def _optax_opt(name: str) -> Any:
     import optax
 
+    if name not in CORE:
+        return optax_factory(name)(**optax_kwargs(name))
     return {
         "sgd": lambda: optax.sgd(0.01),
         "momentum": lambda: optax.sgd(0.01, momentum=0.9),
@@ -115,11 +197,28 @@ def _optax_opt(name: str) -> Any:
     }[name]()
 
 
+def _torch_class(name: str) -> Any:
+    import torch
+
+    return getattr(torch.optim, registry.get(name).torch_class)
+
+
+def _torch_flags(name: str) -> set[str]:
+    """Which of ``foreach`` / ``fused`` the torch class of ``name`` takes."""
+    import inspect
+
+    if name in CORE:
+        return {"foreach", "fused"}
+    return {"foreach", "fused"} & set(inspect.signature(_torch_class(name)).parameters)
+
+
 def _torch_opt(name: str, params: list, how: str) -> Any:
     import torch
 
     flags = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
     kw = flags[how]
+    if name not in CORE:  # torch's defaults; "loop" without a foreach flag is the only path
+        return _torch_class(name)(params, **(kw if _torch_flags(name) else {}))
     if name in ("sgd", "momentum"):
         return torch.optim.SGD(params, lr=0.01, momentum=0.9 if name == "momentum" else 0, **kw)
     if name == "adamw":
@@ -204,6 +303,21 @@ def make_step(
 
 
 def applicable(impl: str, opt: str, size: str) -> bool:
+    if opt == "muon" and (
+        len(SIZES[size]) > MUON_MAX_LEAVES
+        or max(int(np.prod(s)) for s in SIZES[size]) > MUON_MAX_ELEMENTS
+    ):
+        return False
+    if opt not in CORE:
+        row = registry.get(opt)
+        if impl in ("jol_xla", "jol_kernel"):  # == jol without one-pass kernels
+            return bool(row.kernels)
+        if impl in ("jol_chunked", "jol_flat"):  # elementwise rules with params-shaped state
+            return _flat_ok(opt) and (impl == "jol_chunked" or len(SIZES[size]) > 1)
+        if impl == "optax":
+            return row.optax is not None
+        if impl in ("torch_foreach", "torch_fused"):
+            return impl.split("_")[1] in _torch_flags(opt)
     if impl == "jol_chunked":
         from jaxopt_lab.optim.flat import DEFAULT_CHUNK
 
@@ -211,8 +325,31 @@ def applicable(impl: str, opt: str, size: str) -> bool:
     if impl == "jol_flat":
         return len(SIZES[size]) > 1
     if impl == "torch_fused":
-        return opt in TORCH_FUSED
+        return opt in TORCH_FUSED or "fused" in _torch_flags(opt)
     return True
+
+
+def _flat_ok(opt: str) -> bool:
+    """Whether ``flat``/``chunked`` apply: an elementwise rule whose state fields are all
+    ``None`` or shaped like the params (not NAdam's or ASGD's per-leaf scalars)."""
+    import jax
+    import jax.numpy as jnp
+
+    if opt in MATRIX_ONLY or opt == "adafactor":  # row/column statistics, matrix iterations
+        return False
+    params = [jnp.zeros((3,)), jnp.zeros((2, 2))]
+    state = jax.eval_shape(_jol_opt(opt).init, params)
+    return all(f is None or [x.shape for x in f] == [(3,), (2, 2)] for f in state[1:])
+
+
+def as_matrix(shape: tuple[int, ...]) -> tuple[int, int]:
+    """A 2-D view of ``shape``: ``(prod(shape[:-1]), shape[-1])``; a vector of ``n`` as
+    ``(n // c, c)``, ``c`` its largest divisor up to ``sqrt(n)`` (1m: 1000 x 1000)."""
+    if len(shape) >= 2:
+        return int(np.prod(shape[:-1])), shape[-1]
+    n = shape[0]
+    c = max(d for d in range(1, int(np.sqrt(n)) + 1) if n % d == 0)
+    return n // c, c
 
 
 def make_data(size: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -220,6 +357,50 @@ def make_data(size: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
     p0 = [rng.standard_normal(s, dtype=np.float32) for s in SIZES[size]]
     g0 = [(rng.standard_normal(s, dtype=np.float32) * 1e-3) for s in SIZES[size]]
     return p0, g0
+
+
+def layout(opt: str) -> str:
+    return {"muon": "matrix", "sparse_adam": "sparse"}.get(opt, "dense")
+
+
+def make_inputs(opt: str, size: str) -> tuple[list[np.ndarray], Any, Any, float]:
+    """``(p0, jax grads, torch grads, touched fraction)`` in ``opt``'s layout (``layout``)."""
+    import jax.numpy as jnp
+    import torch
+
+    p0, g0 = make_data(size)
+    kind = layout(opt)
+    if kind != "dense":
+        p0 = [x.reshape(as_matrix(x.shape)) for x in p0]
+        g0 = [g.reshape(as_matrix(g.shape)) for g in g0]
+    if kind != "sparse":
+        return p0, [jnp.asarray(g) for g in g0], [torch.from_numpy(g) for g in g0], 1.0
+    from jax.experimental import sparse
+
+    rng = np.random.default_rng(1)
+    jgrads, tgrads, touched = [], [], 0
+    for g in g0:
+        rows = np.sort(rng.choice(g.shape[0], max(1, round(SPARSE_ROWS * g.shape[0])), False))
+        values = np.ascontiguousarray(g[rows])
+        touched += values.size
+        jgrads.append(sparse.BCOO((jnp.asarray(values), jnp.asarray(rows[:, None])), shape=g.shape))
+        index = torch.from_numpy(rows[None, :].astype(np.int64))
+        tgrads.append(torch.sparse_coo_tensor(index, torch.from_numpy(values), g.shape))
+    return p0, jgrads, tgrads, touched / sum(g.size for g in g0)
+
+
+def bytes_per_param(opt: str, p0: list[np.ndarray], touched: float = 1.0) -> float:
+    """Bytes an ideal single pass moves per param: ``BYTES_PER_PARAM``, else 4 (3 + 2k) for ``k``
+    state elements per param (read p, g and the state, write p and the state), times the
+    fraction of entries a sparse gradient touches."""
+    if opt in CORE:
+        return BYTES_PER_PARAM[opt]
+    import jax
+
+    state = jax.eval_shape(_jol_opt(opt).init, [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in p0])
+    n = sum(x.size for x in p0)
+    k = sum(x.size for f in state[1:] for x in jax.tree.leaves(f)) / n
+    return 4 * (3 + 2 * k) * touched
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,17 +438,9 @@ def bandwidth(n: int = 50_000_000, repeats: int = 8) -> dict[str, float]:
 
 def rss_child(size: str, opt: str, impl: str, steps: int = 3) -> dict[str, Any]:
     """Peak RSS above the live arrays while taking ``steps`` steps (after a warm-up step)."""
-    p0, g0 = make_data(size)
-    if impl.startswith("torch"):
-        import torch
-
-        grads = [torch.from_numpy(g) for g in g0]
-    else:
-        import jax.numpy as jnp
-
-        grads = [jnp.asarray(g) for g in g0]
-    step = make_step(impl, opt, size, p0, grads)
-    del p0, g0
+    p0, jgrads, tgrads, _ = make_inputs(opt, size)
+    step = make_step(impl, opt, size, p0, tgrads if impl.startswith("torch") else jgrads)
+    del p0, jgrads, tgrads
     step()  # compiles and (torch) creates the state
     gc.collect()
     common.reset_peak_rss()
@@ -302,7 +475,6 @@ def rss_run(size: str, opt: str, impl: str) -> dict[str, Any] | None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import jax
-    import jax.numpy as jnp
     import torch
 
     info = common.machine()
@@ -311,16 +483,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"bandwidth at start: {bw0}", flush=True)
     rows = []
     for size in args.sizes:
-        p0, g0 = make_data(size)
         n = n_params(size)
-        jgrads = [jnp.asarray(g) for g in g0]
-        tgrads = [torch.from_numpy(g) for g in g0]
+        inputs: dict[str, Any] = {}  # per layout
         for opt in args.optimizers:
             impls = [i for i in args.impls if applicable(i, opt, size)]
-            steps = {}
+            if not impls or f"{opt}@{size}" in args.skip:
+                continue
+            if layout(opt) not in inputs:
+                inputs[layout(opt)] = make_inputs(opt, size)
+            p0, jgrads, tgrads, touched = inputs[layout(opt)]
+            ideal_bytes = bytes_per_param(opt, p0, touched)
+            steps, setup = {}, {}
             for impl in impls:
                 grads = tgrads if impl.startswith("torch") else jgrads
+                t0 = time.perf_counter()
                 steps[impl] = make_step(impl, opt, size, p0, grads)
+                setup[impl] = time.perf_counter() - t0  # JAX: init, trace and compile
             rounds = args.rounds or ROUNDS[size]
             big = size == "100m"  # seconds per torch step: no settling step, one warm-up
             stats = common.interleaved(
@@ -334,7 +512,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             del steps
             gc.collect()
             for impl, st in stats.items():
-                gbs = BYTES_PER_PARAM[opt] * n / st["median_s"] / 1e9
+                gbs = ideal_bytes * n / st["median_s"] / 1e9
                 rows.append(
                     {
                         "size": size,
@@ -344,12 +522,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "impl": impl,
                         **st,
                         "gbs": gbs,
+                        "bytes_per_param": ideal_bytes,
+                        "setup_s": setup[impl],
                     }
                 )
             line = "  ".join(f"{k} {v['median_s'] * 1e3:.3f}" for k, v in stats.items())
-            print(f"{size:8s} {opt:9s} ms: {line}", flush=True)
-        del jgrads, tgrads, p0, g0
+            print(f"{size:8s} {opt:11s} ms: {line}", flush=True)
+        del inputs
         gc.collect()
+    info["load_avg_at_end"] = os.getloadavg()
     bw1 = bandwidth()
     print(f"bandwidth at end: {bw1}", flush=True)
     bw = max(*bw0.values(), *bw1.values())
@@ -387,7 +568,7 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     processes they approximate the uncontended machine.
     """
     out = []
-    order = list(SIZES), list(BYTES_PER_PARAM)
+    order = list(SIZES), list(OPTIMIZERS)
     keys = sorted(
         {(r["size"], r["optimizer"]) for r in rows},
         key=lambda k: (order[0].index(k[0]), order[1].index(k[1])),
@@ -409,9 +590,38 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+RATIO_COLUMNS = (
+    ("jol/fused", "jol/torch_fused"),
+    ("best/fused", "best_jol/torch_fused"),
+    ("jol/loop", "jol/torch_loop"),
+    ("jol/foreach", "jol/torch_foreach"),
+    ("jol/optax", "jol/optax"),
+    ("best/optax", "best_jol/optax"),
+    ("best/fused (min)", "best_jol/torch_fused_min"),
+    ("jol/optax (min)", "jol/optax_min"),
+    ("best/optax (min)", "best_jol/optax_min"),
+)
+CORE_RATIOS = {  # the columns of a core-only table
+    "jol/torch_fused",
+    "best_jol/torch_fused",
+    "best_jol/optax",
+    "best_jol/torch_fused_min",
+    "best_jol/optax_min",
+}
+
+
 def render(res: dict[str, Any]) -> str:
     bw = res["bandwidth"]["used_gbs"]
     impls = [i for i in ALL_IMPLS if any(r["impl"] == i for r in res["rows"])]
+    # the ratio columns some row has: torch fused for the core, loop/foreach/optax for the rest
+    ratio_cols = [
+        (label, key)
+        for label, key in RATIO_COLUMNS
+        if any(e.get(key) is not None for e in res["ratios"])
+        and (key in CORE_RATIOS or any(e["optimizer"] not in CORE for e in res["ratios"]))
+    ]
+    # seconds to init, trace and compile the plain jol step (non-core rows only)
+    compile_col = any("setup_s" in r and r["optimizer"] not in CORE for r in res["rows"])
     header = [
         "params",
         "opt",
@@ -419,11 +629,8 @@ def render(res: dict[str, Any]) -> str:
         "best jol",
         "GB/s",
         "% bw",
-        "jol/fused",
-        "best/fused",
-        "best/optax",
-        "best/fused (min)",
-        "best/optax (min)",
+        *[label for label, _ in ratio_cols],
+        *(["jol compile s"] if compile_col else []),
     ]
     table = []
     for entry in res["ratios"]:
@@ -438,14 +645,22 @@ def render(res: dict[str, Any]) -> str:
                 best,
                 rs[best]["gbs"],
                 100 * rs[best]["fraction_of_bandwidth"],
-                entry.get("jol/torch_fused"),
-                entry.get("best_jol/torch_fused"),
-                entry.get("best_jol/optax"),
-                entry.get("best_jol/torch_fused_min"),
-                entry.get("best_jol/optax_min"),
+                *[entry.get(key) for _, key in ratio_cols],
+                *([rs["jol"].get("setup_s") if "jol" in rs else None] if compile_col else []),
             ]
         )
     b = res["bandwidth"]
+    others = ""
+    if any(e["optimizer"] not in CORE for e in res["ratios"]):
+        others = ", the others 4 (3 + 2k) for k state elements per param"
+        if any(e["optimizer"] == "sparse_adam" for e in res["ratios"]):
+            others += f" (SparseAdam: times the {SPARSE_ROWS:.0%} of rows touched)"
+        if any(e["optimizer"] == "muon" for e in res["ratios"]):
+            others += " (Muon is compute-bound: its bandwidth means little)"
+    load_end = ""
+    if "load_avg_at_end" in res["machine"]:
+        load = ", ".join(f"{x:.1f}" for x in res["machine"]["load_avg_at_end"])
+        load_end = f" Load average at the end of the run: {load}."
     md = [
         "## bench_update: one optimizer step (median ms; float32)",
         "",
@@ -454,9 +669,10 @@ def render(res: dict[str, Any]) -> str:
         f"**{bw:.1f} GB/s** (start {b['start']['numpy_copy_gbs']:.1f}/"
         f"{b['start']['jax_inplace_axpb_gbs']:.1f}, end {b['end']['numpy_copy_gbs']:.1f}/"
         f"{b['end']['jax_inplace_axpb_gbs']:.1f}). GB/s and % bw are the best jaxopt_lab "
-        f"variant's, counting SGD 12, momentum 20, Adam/AdamW 28, AMSGrad 36 bytes/param. "
-        f"Ratios < 1: jaxopt_lab faster; `best` is the fastest jaxopt_lab variant; `(min)` "
-        f"ratios compare fastest runs (the uncontended machine), the others medians.",
+        f"variant's, counting SGD 12, momentum 20, Adam/AdamW 28, AMSGrad 36 bytes/param"
+        f"{others}. Ratios < 1: jaxopt_lab faster; `best` is the fastest jaxopt_lab variant; "
+        f"`(min)` ratios compare fastest runs (the uncontended machine), the others medians."
+        f"{load_end}",
         "",
         common.markdown_table(header, table),
     ]
@@ -486,8 +702,15 @@ def render(res: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="cnn,1000x1k,1m,10m,100m")
-    ap.add_argument("--optimizers", default="sgd,momentum,adam,adamw,amsgrad")
+    ap.add_argument(
+        "--optimizers",
+        default="core",
+        help=f"names or groups ({', '.join(GROUPS)}); known: {', '.join(OPTIMIZERS)}",
+    )
     ap.add_argument("--impls", default=",".join(IMPLS))
+    ap.add_argument(
+        "--skip", default="", help="configurations not to run, e.g. nadam@1000x1k,adafactor@cnn"
+    )
     ap.add_argument("--rounds", type=int, default=0, help="rounds per config (0: per-size default)")
     ap.add_argument("--budget", type=float, default=0, help="seconds per config (0: default)")
     ap.add_argument("--rss", action=argparse.BooleanOptionalAction, default=True)
@@ -506,8 +729,12 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes, args.optimizers = "cnn,1000x1k,1m", "sgd,adam"
         args.rounds, args.budget, args.rss_sizes = args.rounds or 6, args.budget or 3, "1m"
         args.out = args.out if args.out != "bench_update" else "bench_update_quick"
-    for name in ("sizes", "optimizers", "impls", "rss_sizes", "rss_optimizers", "rss_impls"):
+    lists = ("sizes", "optimizers", "impls", "skip", "rss_sizes", "rss_optimizers", "rss_impls")
+    for name in lists:
         setattr(args, name, [x for x in getattr(args, name).split(",") if x])
+    for name in ("optimizers", "rss_optimizers"):  # groups -> names, first occurrence kept
+        names = [n for x in getattr(args, name) for n in GROUPS.get(x, (x,))]
+        setattr(args, name, list(dict.fromkeys(names)))
     for s in args.sizes + args.rss_sizes:
         if s not in SIZES:
             ap.error(f"unknown size {s!r}; choose from {', '.join(SIZES)}")
@@ -515,8 +742,8 @@ def main(argv: list[str] | None = None) -> int:
         if i not in ALL_IMPLS:
             ap.error(f"unknown impl {i!r}; choose from {', '.join(ALL_IMPLS)}")
     for o in args.optimizers + args.rss_optimizers:
-        if o not in BYTES_PER_PARAM:
-            ap.error(f"unknown optimizer {o!r}; choose from {', '.join(BYTES_PER_PARAM)}")
+        if o not in OPTIMIZERS:
+            ap.error(f"unknown optimizer {o!r}; choose from {', '.join((*GROUPS, *OPTIMIZERS))}")
     if args.render:
         res = json.loads(Path(args.render).read_text())
         res["ratios"] = ratios(res["rows"])

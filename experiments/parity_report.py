@@ -1,6 +1,8 @@
 """Measure jaxopt_lab's float32 bitwise parity with torch.optim and write the README table.
 
-For each optimizer (torch defaults, ill-scaled gradients, 1,000 steps), compares params after
+For each optimizer (ill-scaled gradients, 1,000 steps; ``REPORT_CASES``: a chosen row for SGD,
+Adam, AdamW, RMSprop and Adagrad, the first row of ``tests/cases.py`` -- torch's defaults -- for
+every other algorithm of ``jaxopt_lab.registry`` that has rows there), compares params after
 the last step with torch's single-tensor path, unpatched and with a correctly rounded sqrt, and
 reports the fraction of bitwise-equal elements and the max ULP distance. It also measures, over
 every row of ``tests/cases.py`` (200 steps), the largest relative drift against torch's foreach
@@ -34,6 +36,8 @@ from _reference import (  # noqa: E402
 )
 from cases import CASES, Case  # noqa: E402
 
+from jaxopt_lab import registry  # noqa: E402
+
 REPORT_CASES = [
     Case(
         "sgd", {"lr": 0.01, "momentum": 0.9, "dampening": 0.1, "weight_decay": 0.01}, "mom-damp-wd"
@@ -42,6 +46,13 @@ REPORT_CASES = [
     Case("adamw", {"lr": 1e-3, "amsgrad": True}, "amsgrad"),
     Case("rmsprop", {"lr": 1e-3, "centered": True, "momentum": 0.9}, "centered-momentum"),
     Case("adagrad", {"lr": 0.1, "lr_decay": 0.01}, "lr-decay"),
+]
+# Every other algorithm with rows in tests/cases.py: its first row. Muon, SparseAdam and L-BFGS
+# have their own tables (tests/test_muon.py, test_sparse_adam.py, test_lbfgs.py).
+REPORT_CASES += [
+    next(c for c in CASES if c.algo == a.name)
+    for a in registry.ALGORITHMS
+    if a.name not in {c.algo for c in REPORT_CASES} and any(c.algo == a.name for c in CASES)
 ]
 
 
@@ -93,6 +104,8 @@ def foreach_drift(steps: int = 200) -> dict[str, float]:
         for mine, ref in zip(ours, theirs, strict=True):
             for field in ref:
                 for a, b in zip(mine[field], ref[field], strict=True):
+                    if b is None:  # a key torch keeps for some params only (Adafactor)
+                        continue
                     scale = max(float(np.max(np.abs(b), initial=0.0)), 1e-30)
                     err = float(np.max(np.abs(a.astype(np.float64) - b), initial=0.0)) / scale
                     worst[case.algo] = max(worst.get(case.algo, 0.0), err)

@@ -555,6 +555,22 @@ def _summary(run: str) -> dict:
 
 
 @block
+def lbfgs_cifar() -> str:
+    """The per-batch L-BFGS cross-checks on real CIFAR-10 (float64): drift per step."""
+    parts = []
+    for run, name in (
+        ("cifar10-lbfgs-f64-4steps", "fixed step"),
+        ("cifar10-lbfgs-wolfe-f64-4steps", "strong Wolfe"),
+    ):
+        rows = [
+            json.loads(line) for line in (RESULTS / run / "metrics.jsonl").read_text().splitlines()
+        ]
+        drift = [sci(r["rel_param_diff"]["jaxopt_lab~torch"]) for r in rows]
+        parts.append(f"{name} ([{run}/](experiments/results/{run}/)): {' → '.join(drift)}")
+    return "; ".join(parts)
+
+
+@block
 def crosscheck_table() -> str:
     rows = []
     for run in CROSSCHECK_RUNS:

@@ -130,7 +130,7 @@ def torch_trajectory(
     """Params and state after every step of the torch optimizer (``case.make_torch``)."""
     params = [to_torch(p).requires_grad_(True) for p in init_params(dtype)]
     opt, sched = case.make_torch(params, foreach)
-    out = []
+    out, fields = [], _fields(case)
     for grads in grad_stream(steps, dtype, kind=stream):
         for p, g in zip(params, grads, strict=True):
             p.grad = to_torch(g)
@@ -138,7 +138,7 @@ def torch_trajectory(
         if sched is not None:
             sched.step()
         record = {"params": [from_torch(p) for p in params]}
-        for field in _fields(case):
+        for field in fields:
             # None where torch keeps no such key for this param (Adafactor factors some only)
             record[field] = [
                 from_torch(opt.state[p][field]) if field in opt.state[p] else None for p in params
@@ -147,19 +147,37 @@ def torch_trajectory(
     return out
 
 
+_UPDATES: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+
+def _jitted(case: Any) -> tuple[Any, Any]:
+    """(optimizer, jitted donated update) of a configuration, one per process and kernel mode.
+
+    Sharing the jitted function lets the tests of one configuration (gradient streams, step
+    counts, x64 modes: part of jit's own cache key) reuse its compilations. The kernel mode
+    (``JAXOPT_LAB_NATIVE``) is read when the update is traced, so it is part of this key.
+    """
+    import os
+
+    key = (case.id, os.environ.get("JAXOPT_LAB_NATIVE", "auto"))
+    if key not in _UPDATES:
+        opt = case.make()
+        _UPDATES[key] = (opt, jax.jit(opt.update, donate_argnums=(0, 2)))
+    return _UPDATES[key]
+
+
 def jax_trajectory(
     case: Any, dtype: Any, steps: int, stream: str = "ill-scaled"
 ) -> list[dict[str, list]]:
     """The same for jaxopt_lab, one jitted (donated) update per step."""
-    opt = case.make()
+    opt, update = _jitted(case)
     params = [jax.numpy.asarray(p) for p in init_params(dtype)]
     state = opt.init(params)
-    update = jax.jit(opt.update, donate_argnums=(0, 2))
-    out = []
+    out, fields = [], _fields(case)
     for grads in grad_stream(steps, dtype, kind=stream):
         params, state = update(params, [jax.numpy.asarray(g) for g in grads], state)
         record = {"params": [np.asarray(p) for p in params]}
-        for field in _fields(case):
+        for field in fields:
             record[field] = [
                 None if x is None else np.asarray(x)
                 for x in jax.tree.leaves(getattr(state, field), is_leaf=lambda x: x is None)

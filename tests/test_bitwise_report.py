@@ -18,11 +18,19 @@ from _reference import (
     torch_trajectory,
     ulp_distance,
 )
-from cases import Case
+from cases import CASES, Case
 
 pytest.importorskip("torch")
 
 STEPS = 1000
+
+
+def _first(algo: str) -> Case:
+    """The first row of tests/cases.py for ``algo`` (torch's defaults), as parity_report.py
+    reports every algorithm beyond the first five."""
+    return next(c for c in CASES if c.algo == algo)
+
+
 # case, measured bitwise fraction vs torch, measured max ULP vs torch
 REPORT = [
     (
@@ -42,6 +50,13 @@ REPORT = [
         64,
     ),
     (Case("adagrad", {"lr": 0.1, "lr_decay": 0.01}, "lr-decay"), 0.807, 36),
+    (_first("nadam"), 0.880, 32),
+    (_first("radam"), 0.956, 16),
+    (_first("adamax"), 1.000, 0),  # no sqrt: max and division
+    (_first("adadelta"), 0.763, 52),
+    (_first("asgd"), 1.000, 0),  # no sqrt
+    (_first("rprop"), 1.000, 0),  # no sqrt
+    (_first("adafactor"), 1.000, 0),  # no Tensor.sqrt (rsqrt, norms): as shipped
 ]
 
 

@@ -18,7 +18,6 @@ import socket
 import struct
 import tarfile
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -235,13 +234,29 @@ def nowhere(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("split,n", [("test", 10_000), ("train", 50_000)])
-def test_auto_falls_back_to_labelled_synthetic_fast(nowhere, capsys, split, n):
-    start = time.perf_counter()
+def test_auto_falls_back_to_labelled_synthetic_fast(nowhere, monkeypatch, capsys, split, n):
+    """Offline, the fallback costs one bounded probe and no download attempt (what keeps it to
+    seconds; asserted structurally, not by a clock, so the verdict cannot depend on load)."""
+    probes = []
+    monkeypatch.setattr(data, "_host_reachable", lambda *a, **k: probes.append((a, k)) or False)
+    monkeypatch.setattr(data, "_download", lambda *a, **k: pytest.fail("tried to download"))
     ds = load_cifar10(None, split)
-    assert time.perf_counter() - start < 20  # ~1 s (test) / ~5 s (train) on 2 busy cores
+    assert probes == [((), {})]  # one probe, with its default PROBE_TIMEOUT_S bound
     assert ds.synthetic and "SYNTHETIC stand-in, not CIFAR-10" in ds.name and len(ds) == n
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "SYNTHETIC" in err and "unreachable" in err
+
+
+def test_probe_returns_when_the_host_never_answers(no_proxies, monkeypatch):
+    """A resolver or connect that hangs cannot hold the caller: the probe gives up at its
+    timeout (the test would hang, not fail, if it did not)."""
+    never = threading.Event()
+
+    def hang(*args, **kwargs):
+        never.wait()
+
+    monkeypatch.setattr(data.socket, "create_connection", hang)
+    assert data._host_reachable(timeout=0.05) is False
 
 
 def test_auto_without_offline_ok_raises(nowhere):
@@ -278,10 +293,8 @@ def test_auto_rejects_corrupt_download(nowhere, monkeypatch, capsys):
     assert not any((nowhere / "cache").iterdir())  # nothing half-written left behind
 
 
-def test_host_probe_is_bounded(no_proxies):
-    start = time.perf_counter()
+def test_host_probe_of_an_unresolvable_host_is_false(no_proxies):
     assert not data._host_reachable("https://cifar.invalid/x", timeout=0.5)  # RFC 6761 name
-    assert time.perf_counter() - start < 2
 
 
 @pytest.fixture
@@ -352,9 +365,8 @@ def test_probe_goes_through_the_https_proxy(no_proxies, monkeypatch, answer, env
         url = f"http://127.0.0.1:{proxy.port}"
         for name, value in env.items():
             monkeypatch.setenv(name, value.format(url=url, port=proxy.port))
-        start = time.perf_counter()
+        # A silent proxy gives up at the timeout (see test_probe_returns_when_...).
         assert data._host_reachable("https://cifar.invalid/x", timeout=1.0) is reachable
-        assert time.perf_counter() - start < 3
         if asked:
             assert proxy.requests and proxy.requests[0].startswith(
                 "CONNECT cifar.invalid:443 HTTP/1.1\r\n"

@@ -118,7 +118,7 @@ _X64 = pytest.mark.parametrize("x64", [False, True], ids=["x64-off", "x64-on"])
 
 
 # The default run (``make test``) takes one representative of each wider table; the rest are
-# marked ``slow`` and run by ``make test-slow`` (CI runs both).
+# marked ``slow`` and run by ``make test-slow``.
 _SLOW = pytest.mark.slow
 _KERNELS = pytest.mark.requires_kernels  # skipped where the kernels cannot run (conftest.py)
 

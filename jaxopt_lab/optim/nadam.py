@@ -17,6 +17,7 @@ from jaxopt_lab.optim.checks import (
     nonnegative,
 )
 from jaxopt_lab.optim.leafwise import GroupContext, ScalarMath, grouped
+from jaxopt_lab.optim.radam import computed_once
 
 _SCALAR_DTYPE = jnp.float32  # torch's _get_scalar_dtype(): the default dtype, float32
 
@@ -125,12 +126,16 @@ def nadam(
         mu32 = _double.round_to(v["mu"], _SCALAR_DTYPE)
         zero32 = K.opaque_zero(ctx.count, _SCALAR_DTYPE)
         mp = _double.mul_gradual_underflow(jnp.stack(mu_products), mu32, zero32)
+        # computed once, not again in each leaf's slice (compile time, see radam.computed_once):
+        # a sort by position moves the bits as they are (a division would flush subnormals)
+        _, mp = jax.lax.sort((jnp.arange(len(mu_products)), mp), num_keys=1)
         mp_exact = _double.lift(mp, math.wide, math.count)  # _get_value(mu_product): exact
         neg_lr = -v["lr"]
         value1 = neg_lr * (1.0 - v["mu"]) / (1.0 - mp_exact)
         value2 = neg_lr * v["mu_next"] / (1.0 - mp_exact * v["mu_next"])
         md = ctx.zero.dtype
         c1, c2 = _double.round_to(value1, md), _double.round_to(value2, md)
+        c1, c2 = K.div(c1, 1 + ctx.zero, ctx.zero), K.div(c2, 1 + ctx.zero, ctx.zero)  # once
         n = len(mu_products)
         return [mp[i] for i in range(n)], [c1[i] for i in range(n)], [c2[i] for i in range(n)]
 
@@ -152,9 +157,10 @@ def nadam(
 
     def update_group(ps, gs, bufs, ctx: GroupContext):
         mps, c1s, c2s = step_sizes([b[2] for b in bufs], ctx)
+        scalars = computed_once(ctx.scalars, ctx.zero)
         new_ps, new_bufs = [], []
         for p, g, (m, v, _), mp, c1, c2 in zip(ps, gs, bufs, mps, c1s, c2s, strict=True):
-            p, m, v = rule(p, g, m, v, c1, c2, ctx.scalars, ctx.zero)
+            p, m, v = rule(p, g, m, v, c1, c2, scalars, ctx.zero)
             new_ps.append(p)
             new_bufs.append((m, v, mp))
         return new_ps, new_bufs
