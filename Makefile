@@ -33,7 +33,7 @@ venv: $(STAMP)
 # The default suite; `make test-slow` runs the tables marked slow (wider sweeps of the same
 # claims: every scheduled row, float16, float64 foreach, L-BFGS bitwise, Muon/SparseAdam sweeps).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" --durations=25 tests
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 -m slow tests

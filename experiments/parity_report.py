@@ -1,10 +1,10 @@
 """Measure jaxopt_lab's float32 bitwise parity with torch.optim and write the README table.
 
-For each optimizer (ill-scaled gradients, 1,000 steps; ``REPORT_CASES``: a chosen row for SGD,
-Adam, AdamW, RMSprop and Adagrad, the first row of ``tests/cases.py`` -- torch's defaults -- for
-every other algorithm of ``jaxopt_lab.registry`` that has rows there), compares params after
-the last step with torch's single-tensor path, unpatched and with a correctly rounded sqrt, and
-reports the fraction of bitwise-equal elements and the max ULP distance. It also measures, over
+For each optimizer (ill-scaled gradients, 1,000 steps; ``REPORT_CASES``: a chosen configuration
+for SGD, Adam, AdamW, RMSprop and Adagrad, the first row of ``tests/cases.py`` -- torch's defaults
+-- for every other algorithm of ``jaxopt_lab.registry`` that has rows there), compares params
+after the last step with torch's single-tensor path, unpatched and with a correctly rounded sqrt,
+and reports the fraction of bitwise-equal elements and the max ULP distance. It also measures, over
 every row of ``tests/cases.py`` (200 steps), the largest relative drift against torch's foreach
 path (whose MKL sqrt cannot be patched), which sets ``FLOAT32_FOREACH_RTOL``.
 
@@ -38,17 +38,18 @@ from cases import CASES, Case  # noqa: E402
 
 from jaxopt_lab import registry  # noqa: E402
 
-REPORT_CASES = [
-    Case(
-        "sgd", {"lr": 0.01, "momentum": 0.9, "dampening": 0.1, "weight_decay": 0.01}, "mom-damp-wd"
-    ),
+# A chosen configuration for each of the first five algorithms. An id names one configuration
+# everywhere (tests/_reference.py shares a jitted update per id): SGD's is tests/cases.py's row.
+REPORT_CASES: list[Case] = [
+    next(c for c in CASES if c.id == "sgd-mom-damp-wd"),
     Case("adam", {"lr": 1e-3}),
     Case("adamw", {"lr": 1e-3, "amsgrad": True}, "amsgrad"),
     Case("rmsprop", {"lr": 1e-3, "centered": True, "momentum": 0.9}, "centered-momentum"),
     Case("adagrad", {"lr": 0.1, "lr_decay": 0.01}, "lr-decay"),
 ]
-# Every other algorithm with rows in tests/cases.py: its first row. Muon, SparseAdam and L-BFGS
-# have their own tables (tests/test_muon.py, test_sparse_adam.py, test_lbfgs.py).
+# ... and the first row (torch's defaults) of every other algorithm with rows there. Muon,
+# SparseAdam and L-BFGS have their own tables (tests/test_muon.py, test_sparse_adam.py,
+# test_lbfgs.py).
 REPORT_CASES += [
     next(c for c in CASES if c.algo == a.name)
     for a in registry.ALGORITHMS

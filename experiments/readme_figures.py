@@ -454,6 +454,17 @@ def optax_differences_setup() -> str:
     )
 
 
+@block
+def optax_effects() -> str:
+    """The measured-effect rows (``EFFECTS``) of ``tests/test_optax_differences.py``."""
+    mod = tests_module("test_optax_differences")
+    rows = []
+    for e in mod.EFFECTS:
+        name, _, what = e.id.partition(": ")
+        rows.append([f"`{name}`", f"`{e.algo}`", what.replace("|", "\\|")])
+    return table(["row", "jaxopt_lab", "how optax differs (measured; a test each)"], rows)
+
+
 # ---------------------------------------------------------------------------------------------
 # Schedules and losses.
 

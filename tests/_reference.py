@@ -147,7 +147,7 @@ def torch_trajectory(
     return out
 
 
-_UPDATES: dict[tuple[str, str], tuple[Any, Any]] = {}
+_UPDATES: dict[tuple[int, str], tuple[Any, Any, Any]] = {}
 
 
 def _jitted(case: Any) -> tuple[Any, Any]:
@@ -159,11 +159,13 @@ def _jitted(case: Any) -> tuple[Any, Any]:
     """
     import os
 
-    key = (case.id, os.environ.get("JAXOPT_LAB_NATIVE", "auto"))
-    if key not in _UPDATES:
+    # Keyed by the case object itself (ids need not be unique across tables); the entry holds
+    # the case, so its id() cannot be reused by another object.
+    key = (id(case), os.environ.get("JAXOPT_LAB_NATIVE", "auto"))
+    if key not in _UPDATES or _UPDATES[key][0] is not case:
         opt = case.make()
-        _UPDATES[key] = (opt, jax.jit(opt.update, donate_argnums=(0, 2)))
-    return _UPDATES[key]
+        _UPDATES[key] = (case, opt, jax.jit(opt.update, donate_argnums=(0, 2)))
+    return _UPDATES[key][1:]
 
 
 def jax_trajectory(

@@ -113,7 +113,7 @@ def test_optax_equivalent_matches_jaxopt_lab(name: str, kwargs: dict, exact: boo
 
 def test_optax_equivalent_rejects_unknown_optimizer() -> None:
     with pytest.raises(crosscheck.ConfigError, match="unknown optimizer"):
-        crosscheck.optax_equivalent("lbfgs", 0.1, {})
+        crosscheck.optax_equivalent("muon", 0.1, {})  # 2-D params only: not in OPTIMIZERS
 
 
 # ----------------------------------------------------------------------------- runs

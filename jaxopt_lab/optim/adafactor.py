@@ -93,11 +93,12 @@ def adafactor(
         tail (the last ``numel % 32`` elements) rounds the ``sqrt`` to the dtype first; both are
         reproduced for leaves below 32,768 elements, beyond which torch splits the loop across
         threads (its tails then depend on the thread count).
-      * optax's ``adafactor`` is another algorithm: it factors only the two largest dims, uses
-        :math:`\hat\beta_{2,t} = 1 - t^{-0.8}` with ``decay_rate`` and ``eps`` inside the
-        moments, clips the update by its RMS before a momentum-free step ``-lr * scale`` with
-        a relative step size of its own (``multiply_by_parameter_scale``), and has no
-        :math:`\rho_t = \min(\gamma, 1/\sqrt t)` cap.
+      * optax's ``adafactor`` by default factors only dims of at least
+        ``min_dim_size_to_factor=128`` (torch: every tensor of two or more dims), computes the
+        decay :math:`1 - t^{-0.8}` in float32, and steps ``lr`` times the parameter scale with
+        no :math:`\rho_t = \min(\gamma, 1/\sqrt t)` cap. With ``min_dim_size_to_factor=1`` and
+        ``lr <= 1/sqrt(t)`` it takes torch's update up to that float32 decay (measured, the
+        ``adafactor-*`` rows of ``tests/test_optax_differences.py``).
     """
     check_ignored_flags(foreach, None, False, False)
     eps1, eps2 = check_pair(eps, "eps", "eps1 or None, eps2")
