@@ -73,7 +73,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxopt_lab as jol
-from jaxopt_lab import _native
+from jaxopt_lab.optim import native as _native
 
 expect_kernel = sys.argv[1] == "1"
 assert jol.__file__.startswith(sys.prefix), f"imported {jol.__file__}, not the venv's copy"
