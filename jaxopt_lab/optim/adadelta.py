@@ -20,7 +20,7 @@ from jaxopt_lab.optim.checks import (
     may_be_nonzero,
     nonnegative,
 )
-from jaxopt_lab.optim.leafwise import LeafContext, ScalarMath, leafwise
+from jaxopt_lab.optim.leafwise import LeafContext, ScalarMath, l2_weight_decay, leafwise
 
 
 class AdadeltaState(NamedTuple):
@@ -112,13 +112,7 @@ def adadelta(
         s, zero = ctx.scalars, ctx.zero
         g = -g if maximize else g
         if use_decay:
-            # grad.add(param, alpha=weight_decay), on the complex tensors for a complex param
-            if ctx.complex:
-                decayed = C.add(g, p, s["weight_decay"], zero)
-            else:
-                decayed = K.add(g, p, s["weight_decay"])
-            # torch's `if weight_decay != 0`, at run time for a dynamic value
-            g = jnp.where(s["weight_decay"] != 0, decayed, g) if dynamic_decay else decayed
+            g = l2_weight_decay(g, p, s["weight_decay"], ctx, dynamic_decay)
         # square_avg.mul_(rho).addcmul_(grad, grad, value=1 - rho)
         square_avg = K.addcmul(K.mul(square_avg, s["rho"], zero), g, g, s["one_minus_rho"])
         std = K.sqrt(K.add_scalar(square_avg, s["eps"]))  # square_avg.add(eps).sqrt_()

@@ -7,7 +7,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxopt_lab.optim import complex_params as C
 from jaxopt_lab.optim import kernels as K
 from jaxopt_lab.optim.base import Optimizer, ScalarOrSchedule
 from jaxopt_lab.optim.checks import (
@@ -16,7 +15,7 @@ from jaxopt_lab.optim.checks import (
     is_dynamic,
     may_be_nonzero,
 )
-from jaxopt_lab.optim.leafwise import LeafContext, ScalarMath, leafwise
+from jaxopt_lab.optim.leafwise import LeafContext, ScalarMath, l2_weight_decay, leafwise
 
 
 class AdamaxState(NamedTuple):
@@ -105,13 +104,7 @@ def adamax(
         s, zero = ctx.scalars, ctx.zero
         g = -g if maximize else g
         if use_decay:
-            # grad.add(param, alpha=weight_decay), on the complex tensors for a complex param
-            if ctx.complex:
-                decayed = C.add(g, p, s["weight_decay"], zero)
-            else:
-                decayed = K.add(g, p, s["weight_decay"])
-            # torch's `if weight_decay != 0`, at run time for a dynamic value
-            g = jnp.where(s["weight_decay"] != 0, decayed, g) if dynamic_decay else decayed
+            g = l2_weight_decay(g, p, s["weight_decay"], ctx, dynamic_decay)
         exp_avg = K.lerp(exp_avg, g, s["one_minus_beta1"])
         # torch.maximum(exp_inf.mul_(beta2), grad.abs().add_(eps), out=exp_inf)
         exp_inf = K.maximum(K.mul(exp_inf, s["beta2"], zero), K.add_scalar(jnp.abs(g), s["eps"]))

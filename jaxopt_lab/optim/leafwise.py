@@ -53,6 +53,7 @@ import jax.numpy as jnp
 
 from jaxopt_lab.optim import complex_params as _complex
 from jaxopt_lab.optim import double as _double
+from jaxopt_lab.optim import kernels as K
 from jaxopt_lab.optim.base import Optimizer, Params, ScalarOrSchedule
 from jaxopt_lab.optim.checks import (
     check_buffers,
@@ -111,6 +112,21 @@ class LeafContext(NamedTuple):
     scalars: Mapping[str, jax.Array]
     zero: jax.Array
     complex: bool = False
+
+
+def l2_weight_decay(
+    g: jax.Array, p: jax.Array, weight_decay: jax.Array, ctx: LeafContext, dynamic: bool
+) -> jax.Array:
+    """torch's ``if weight_decay != 0: grad = grad.add(param, alpha=weight_decay)``.
+
+    On the complex tensors for a complex param (not fused there, as ATen's complex ``add``);
+    ``dynamic``: the value is traced or scheduled, so torch's ``!= 0`` test is taken at run time.
+    """
+    if ctx.complex:
+        decayed = _complex.add(g, p, weight_decay, ctx.zero)
+    else:
+        decayed = K.add(g, p, weight_decay)
+    return jnp.where(weight_decay != 0, decayed, g) if dynamic else decayed
 
 
 class GroupContext(NamedTuple):

@@ -7,7 +7,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxopt_lab.optim import complex_params as C
 from jaxopt_lab.optim import kernels as K
 from jaxopt_lab.optim.base import Optimizer, ScalarOrSchedule
 from jaxopt_lab.optim.checks import (
@@ -19,7 +18,7 @@ from jaxopt_lab.optim.checks import (
     may_be_nonzero,
     nonnegative,
 )
-from jaxopt_lab.optim.leafwise import LeafContext, ScalarMath, leafwise
+from jaxopt_lab.optim.leafwise import LeafContext, ScalarMath, l2_weight_decay, leafwise
 
 
 class RMSpropState(NamedTuple):
@@ -111,13 +110,7 @@ def rmsprop(
         s = ctx.scalars
         g = -g if maximize else g
         if use_decay:
-            # grad.add(param, alpha=wd), on the complex tensors for a complex param
-            if ctx.complex:
-                decayed = C.add(g, p, s["weight_decay"], ctx.zero)
-            else:
-                decayed = K.add(g, p, s["weight_decay"])
-            # torch's `if weight_decay != 0`, taken at run time for a dynamic value
-            g = jnp.where(s["weight_decay"] != 0, decayed, g) if dynamic_decay else decayed
+            g = l2_weight_decay(g, p, s["weight_decay"], ctx, dynamic_decay)
         # square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
         square_avg = K.addcmul(K.mul(square_avg, s["alpha"], ctx.zero), g, g, s["one_minus_alpha"])
         if centered:
