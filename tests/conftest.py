@@ -4,12 +4,40 @@ x64 is enabled so that float64 parity against torch can be checked; float32 test
 arrays explicitly, and the optimizers never rely on x64 for their float32 arithmetic.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
-import jax
-import pytest
+
+def _compilation_cache() -> None:
+    """One XLA compilation cache per test process, for the run only.
+
+    Many tests compile the same program (the same optimizer update in another test table, the
+    CNN train step in every cross-check CLI run, which starts a fresh interpreter). JAX's
+    persistent cache serves the second compile from the first one's executable: the same
+    compiled code, keyed by the program, its compile options and the jaxlib version, so no
+    verdict changes; only compile time is saved. One directory per xdist worker (the cache
+    has no locking without eviction, so two processes must not write one directory at
+    once; a test's subprocesses run while the worker waits, so they share its directory),
+    created here and removed at exit: every run starts cold, as on a fresh clone. Set
+    ``JAX_COMPILATION_CACHE_DIR`` yourself to keep a cache between runs instead.
+    """
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    path = tempfile.mkdtemp(prefix=f"jaxopt-lab-tests-xla-{worker}-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = path  # read by jax here and in subprocesses
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
+_compilation_cache()
+
+import jax  # noqa: E402  (after the environment above: jax reads it at import)
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")

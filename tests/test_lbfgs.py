@@ -5,7 +5,9 @@ Both sides evaluate the SAME jitted JAX loss and gradient on the same numbers (t
 calls it on the torch params' NumPy values; ours reaches it through ``jax.pure_callback``), so
 only the L-BFGS arithmetic is compared. One table, ``ROWS``: (problem, options) pairs covering
 Rosenbrock, regularised logistic regression and a small MLP on synthetic data, both line
-searches, a history that wraps (``history_size=3``) and the default, 5 ``step`` calls each.
+searches, a history that wraps (``history_size=3``) and the default, 5 ``step`` calls each, and
+two long strong-Wolfe runs (100 ``step`` calls, ~290 and ~160 evaluations, many interpolated
+and zoomed trials: the rows where torch's Python doubles decide line-search branches).
 
 * **Bit for bit** (``test_bitwise_sequential``): torch's ``dot``/``sum`` (MKL) and XLA's add in
   different, context-dependent orders -- the one difference left. With both sides running their
@@ -13,8 +15,10 @@ searches, a history that wraps (``history_size=3``) and the default, 5 ``step`` 
   patch) and torch's sqrt correctly rounded, every row is equal bit for bit in float64 and in
   float32 with x64 on (torch's Python doubles in float64, its tensors in float32): params, loss,
   ``d``, ``t``, the history, ``ro``, ``H_diag``, ``prev_flat_grad``, ``prev_loss`` and the
-  counters. float32 with x64 off holds torch's Python doubles in float32 (see ``_lbfgs``); the
-  rows here stay bit for bit all the same (``test_bitwise_sequential`` runs them too).
+  counters. float32 with x64 off holds torch's Python doubles in double-single pairs
+  (``optim/line_search.py``) and is bit for bit too, the long rows included (held in float32,
+  as before, ``rosenbrock-wolfe-long`` parted from torch at step 7 of 100, by up to 1314 ULP,
+  and ``rosenbrock-wolfe-zoom-long`` at step 3, by up to 93904 ULP).
 * **Default reductions vs real torch** (``test_parity``): counters equal; params and losses within
   a per-row, per-dtype bound ``ROW.rtol``, relative to ``max|torch|`` (losses: to ``|torch|``).
   The only source of difference is the reduction order above (proved by the bitwise test): each
@@ -119,6 +123,7 @@ class Row:
     options: dict[str, Any]
     desc: str
     rtol: dict[str, float | None]  # dtype -> bound vs real torch (None: not compared, see MEASURED)
+    steps: int = STEPS  # step() calls
 
     @property
     def id(self) -> str:
@@ -150,6 +155,22 @@ ROWS = [
         {"max_iter": 4, "tolerance_change": 1e-3, **_WOLFE},
         "stops",
         {"float64": 2e-14, "float32": 1e-6},
+    ),
+    # Long strong-Wolfe runs: 2 evaluations per step (Rosenbrock stays in its valley: 100 steps,
+    # 288 evaluations, many cubic steps from Python-double bounds) and 12 (the zoom phase).
+    Row(
+        "rosenbrock",
+        {"max_iter": 2, "history_size": 5, **_WOLFE},
+        "wolfe-long",
+        {"float64": 4e-13, "float32": 3e-3},
+        steps=100,
+    ),
+    Row(
+        "rosenbrock",
+        {"max_iter": 3, "max_eval": 12, "history_size": 5, **_WOLFE},
+        "wolfe-zoom-long",
+        {"float64": 3e-11, "float32": 3e-2},
+        steps=100,
     ),
 ]
 
@@ -322,8 +343,8 @@ _MODE_IDS = ["f64", "f32-x64on", "f32-x64off"]
 @pytest.mark.parametrize(("dtype", "x64"), _MODES, ids=_MODE_IDS)
 @pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
 def test_bitwise_sequential(row: Row, dtype: str, x64: bool):
-    ours = run_jol(row, DTYPES[dtype], sequential=True, x64=x64)
-    theirs = run_torch(row, DTYPES[dtype], sequential=True)
+    ours = run_jol(row, DTYPES[dtype], row.steps, sequential=True, x64=x64)
+    theirs = run_torch(row, DTYPES[dtype], row.steps, sequential=True)
     compare_bitwise(ours, theirs, wide_t=x64)
 
 
@@ -334,8 +355,8 @@ def test_parity(row: Row, dtype: str):
     if bound is None:
         pytest.skip("chaotic in this dtype: see MEASURED (exactness is test_bitwise_sequential)")
     x64 = dtype == "float64"  # float32 in JAX's default mode, x64 off
-    ours = run_jol(row, DTYPES[dtype], x64=x64)
-    theirs = run_torch(row, DTYPES[dtype])
+    ours = run_jol(row, DTYPES[dtype], row.steps, x64=x64)
+    theirs = run_torch(row, DTYPES[dtype], row.steps)
     if dtype == "float64":  # float32 rows may stop an iteration apart (see MEASURED)
         for k, (mine, ref) in enumerate(zip(ours, theirs, strict=True)):
             assert (mine["n_iter"], mine["func_evals"]) == (ref["n_iter"], ref["func_evals"]), k
@@ -671,6 +692,10 @@ barrier-nonfinite            float64    1.86e-12   0.00e+00     equal
 barrier-nonfinite            float32    2.05e-04   0.00e+00     equal
 barrier-stops                float64    1.74e-15   6.37e-17     equal
 barrier-stops                float32    9.81e-08   1.14e-08     equal
+rosenbrock-wolfe-long        float64    4.01e-14   1.71e-17     equal    (100 steps, AMD EPYC)
+rosenbrock-wolfe-long        float32    2.77e-04   1.53e-07     equal    (100 steps, AMD EPYC)
+rosenbrock-wolfe-zoom-long   float64    2.68e-12   2.65e-16     equal    (100 steps, AMD EPYC)
+rosenbrock-wolfe-zoom-long   float32    2.97e-03   1.35e-07    DIFFER    (100 steps, AMD EPYC)
 
 float64: the reduction-order noise (~1e-16 per dot) grows to 1e-15..1e-9 with the problem's
 conditioning (Rosenbrock's valley most); counters always agree. float32: ~1e-7 per dot grows to
@@ -679,6 +704,10 @@ float32 noise floor of the gradient, where 1-ULP differences decide the next ste
 rules (|loss change| < 1e-9, max|t d| <= 1e-9) can fire an iteration earlier on one side.
 Rosenbrock with a fixed step (and with history 3 + strong Wolfe) is chaotic in float32: 0.23 and
 0.035 relative on the way, back to ~5e-6 at the minimum; those rows are checked bit for bit only.
+The long rows (100 steps) were measured on this project's AMD EPYC host (another MKL code path;
+first difference at step 3 in float64, 4 in float32 for wolfe-long; 1 and 2 for
+wolfe-zoom-long): within 3e-3 in float32 and 3e-12 in float64; in float32 the zoom row's
+counters differ at some steps (a stop rule fires an iteration apart), as in the short rows.
 """
 
 
@@ -690,8 +719,8 @@ if __name__ == "__main__":
     print(f"{'row':28s} {'dtype':8s} {'params':>10s} {'loss':>10s} {'counters':>9s}")
     for row in ROWS:
         for dtype in ("float64", "float32"):
-            ours = run_jol(row, DTYPES[dtype], x64=dtype == "float64")
-            theirs = run_torch(row, DTYPES[dtype])
+            ours = run_jol(row, DTYPES[dtype], row.steps, x64=dtype == "float64")
+            theirs = run_torch(row, DTYPES[dtype], row.steps)
             same = all(
                 (a["n_iter"], a["func_evals"]) == (b["n_iter"], b["func_evals"])
                 for a, b in zip(ours, theirs, strict=True)

@@ -152,20 +152,7 @@ SKIP: dict[str, dict[str, str]] = {
 # optax's body that fails while the others must pass (see run_optax).
 SUBTEST_XFAIL: dict[str, dict[str, str]] = {}
 
-XFAIL: dict[str, dict[str, str]] = {
-    "adafactor": {
-        "test_optimization:Test that tree_map_params works": (
-            "AdafactorState keeps, as torch, a field only for the leaves whose shape uses it "
-            "(None elsewhere); with a bare-array params tree the unused field is None itself, "
-            "which map_params' leaf-less placeholder init cannot predict. Dict/list params "
-            "work: test_map_params_with_shape_dependent_state"
-        )
-    },
-    "asgd": {
-        "inject": "_asgd.py's init computes eta with float(lr), which a traced lr cannot give; "
-        "needs jnp.asarray(lr, float32) when lr is traced (is_traced, jaxopt_lab.optim.checks)"
-    },
-}
+XFAIL: dict[str, dict[str, str]] = {}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -114,9 +114,6 @@ def _torch_single(case: Case, dtype, steps: int = STEPS, stream: str = "ill-scal
     return _THEIRS[key]
 
 
-_X64 = pytest.mark.parametrize("x64", [False, True], ids=["x64-off", "x64-on"])
-
-
 # The default run (``make test``) takes one representative of each wider table; the rest are
 # marked ``slow`` and run by ``make test-slow``.
 _SLOW = pytest.mark.slow
@@ -141,13 +138,27 @@ def test_float64_trajectory(case, foreach):
     _compare(ours, theirs, check)
 
 
-@_X64
-@pytest.mark.parametrize(
-    ("case", "native"),
-    [(c, "off") for c in CASES]
-    + [pytest.param(c, "always", marks=_KERNELS) for c in CASES if c.has_kernel],
-    ids=lambda x: x.id if hasattr(x, "id") else {"off": "xla", "always": "kernel"}[x],
-)
+def _single_tensor_params():
+    """Every row with x64 off (the mode users run) through XLA and, where there is one, the
+    kernel. With x64 on (float32 arithmetic must not depend on it) the default run takes each
+    algorithm's first row, per path; ``make test-slow`` runs them all."""
+    seen: set[tuple[str, str]] = set()
+    for native in ("off", "always"):
+        for c in CASES:
+            if native == "always" and not c.has_kernel:
+                continue
+            path = {"off": "xla", "always": "kernel"}[native]
+            for x64 in (False, True):
+                marks = [_KERNELS] if native == "always" else []
+                if x64:
+                    if (c.algo, native) in seen:
+                        marks.append(_SLOW)
+                    seen.add((c.algo, native))
+                label = "x64-on" if x64 else "x64-off"
+                yield pytest.param(c, native, x64, marks=marks, id=f"{c.id}-{path}-{label}")
+
+
+@pytest.mark.parametrize(("case", "native", "x64"), list(_single_tensor_params()))
 def test_float32_bitwise_single_tensor(case, native, x64):
     ours = _ours(case, np.float32, native=native, x64=x64)
     _compare(ours, _torch_single(case, np.float32), _bitwise())
@@ -190,9 +201,15 @@ _FLOAT16_KNOWN = {"adam-amsgrad-wd", "rmsprop-centered", "rmsprop-centered-momen
 
 
 def _low_precision_params():
-    for case in (c for c in CASES if c.elementwise):
+    """bfloat16 rows in the default run: each algorithm's first row and every row with weight
+    decay (``add``'s ``alpha``, rounded to the storage dtype first); the other bfloat16 rows
+    and every float16 row run in ``make test-slow``."""
+    elementwise = [c for c in CASES if c.elementwise]
+    first = {c.algo: c.id for c in reversed(elementwise)}
+    for case in elementwise:
+        fast = case.id == first[case.algo] or bool(case.kwargs.get("weight_decay"))
         for name, dtype in (("bfloat16", ml_dtypes.bfloat16), ("float16", np.float16)):
-            marks = [_SLOW] if name == "float16" else []
+            marks = [] if name == "bfloat16" and fast else [_SLOW]
             if name == "float16" and case.id in _FLOAT16_KNOWN:
                 marks.append(pytest.mark.xfail(strict=True, reason="measured float16 difference"))
             yield pytest.param(case, dtype, id=f"{case.id}-{name}", marks=marks)

@@ -76,12 +76,6 @@ class HandoffCase:
     # than an uninterrupted one, so float64 trajectories are not comparable across a hand-off.
     float64: bool = True
     drive: str = "grads"  # "grads" (dense), "sparse" (SparseAdam), "closure" (L-BFGS): see top
-    # False where jaxopt_lab itself leaves torch's float32 trajectory with x64 off, hand-off or
-    # not: L-BFGS's strong-Wolfe search then holds torch's Python doubles in float32
-    # (optim/lbfgs.py). Measured on lbfgs_wolfe run uninterrupted on both sides: the first
-    # difference at step 28 of 100 (63% of the numbers differ, by up to 523 ULP). Such a row's
-    # float32 checks run with x64 on, where the same row is bitwise.
-    x64_off: bool = True
 
 
 O = torch.optim
@@ -184,7 +178,6 @@ HANDOFF_CASES = [
         O.LBFGS,
         {"history_size": 5, "max_iter": 5, "line_search_fn": "strong_wolfe"},
         drive="closure",
-        x64_off=False,
     ),
 ]
 
@@ -498,8 +491,6 @@ F64_REL_BOUND = 1e-12
 def test_float32_bitwise_with_correctly_rounded_sqrt(
     case: HandoffCase, direction: str, x64: bool
 ) -> None:
-    if not (x64 or case.x64_off):
-        pytest.skip("not torch's float32 trajectory with x64 off, hand-off or not (x64_off)")
     with correctly_rounded_torch_sqrt(), jax.enable_x64(x64):
         result = DIRECTIONS[direction](case, jnp.float32)
     assert result["bitwise_fraction"] == 1.0, result
@@ -514,7 +505,7 @@ def test_float32_against_stock_torch(case: HandoffCase, direction: str) -> None:
         # lbfgs_wolfe, x64 on: uninterrupted, the first difference at step 14; across the
         # hand-off, rel 1.2e4 at step 100). L-BFGS's parity: tests/test_lbfgs.py.
         pytest.skip("torch's sqrt feeds L-BFGS's line-search decisions: no per-element bound")
-    with jax.enable_x64(not case.x64_off):  # the mode users run, where the row allows
+    with jax.enable_x64(False):  # the mode users run
         result = DIRECTIONS[direction](case, jnp.float32)
     if not case.uses_sqrt:
         assert result["bitwise_fraction"] == 1.0, result

@@ -20,7 +20,7 @@ from jaxopt_lab.optim.checks import (
     check_pair,
     may_be_nonzero,
 )
-from jaxopt_lab.optim.leafwise import GroupContext, ScalarMath, grouped
+from jaxopt_lab.optim.leafwise import GroupContext, ScalarMath, computed_once, grouped
 from jaxopt_lab.optim.reductions import mean, vector_norm
 
 
@@ -136,9 +136,16 @@ def adafactor(
         return out
 
     def update_group(ps, gs, bufs, ctx: GroupContext):
-        math, v, s, zero = ctx.math, ctx.values, ctx.scalars, ctx.zero
+        math, v, zero = ctx.math, ctx.values, ctx.zero
         md = zero.dtype
+        # the step's scalars, computed once, not again in each leaf's loop (compile time)
+        s = computed_once(ctx.scalars, zero)
         e1 = float(jnp.finfo(ctx.first_dtype).eps) if eps1 is None else v["eps1"]
+        # eps1 and eps1 * eps1 rounded to each storage dtype, once per dtype
+        dtypes = sorted({jnp.dtype(p.dtype) for p in ps}, key=str)
+        floors = computed_once(
+            {d.name: (_double.round_to(e1, d), _double.round_to(e1 * e1, d)) for d in dtypes}, zero
+        )
         numels = [int(np.prod(p.shape)) for p in ps]
         root_n = _double.lift_array([n**0.5 for n in numels], math.wide, ctx.count)
         if isinstance(v["d"], float):  # (update.numel() ** 0.5) * d, in Python
@@ -150,16 +157,16 @@ def adafactor(
         updates, new_bufs, new_ps = [], [], []
         for p, g, (row_var, col_var, variance) in zip(ps, gs, bufs, strict=True):
             g = -g if maximize else g
+            eps1_p, floor = floors[jnp.dtype(p.dtype).name]
             if use_decay:
                 p = K.mul(p, s["decay"], zero)  # param.mul_(1 - lr * weight_decay)
             if g.ndim > 1:
-                row_var, col_var, var_estimate = _factored(g, row_var, col_var, e1, s, zero)
+                row_var, col_var, var_estimate = _factored(g, row_var, col_var, eps1_p, s, zero)
             else:
                 # grad * grad; variance.lerp_(grad_squared, one_minus_beta2_t)
                 variance = K.lerp(variance, K.multiply(g, g, zero), s["one_minus_beta2"])
                 var_estimate = variance
             # update = var_estimate.clamp_(min=eps1 * eps1).rsqrt_(); update.mul_(grad)
-            floor = _double.round_to(e1 * e1, var_estimate.dtype)
             update = K.multiply(K.rsqrt(K.clamp_min(var_estimate, floor), zero), g, zero)
             updates.append(update)
             new_ps.append(p)
@@ -180,6 +187,7 @@ def adafactor(
         naive = step(param_norms, update_norms, *leading)
         infinite = jnp.isinf(param_norms) | jnp.isinf(update_norms)
         steps = jnp.where(infinite, jnp.asarray(naive).astype(md), _double.round_to(exact, md))
+        steps = computed_once(steps, zero)  # one vector, not recomputed in each leaf's loop
         new_ps = [  # param.add_(update, alpha=-alpha / denom)
             K.add(p, u, steps[i]) for i, (p, u) in enumerate(zip(new_ps, updates, strict=True))
         ]
@@ -189,12 +197,27 @@ def adafactor(
 
 
 def _norms(arrays: list[jax.Array], zero: jax.Array) -> jax.Array:
-    """``[a.norm(2).item() for a in arrays]``: the norms, exactly, in the math dtype."""
-    return jnp.stack([vector_norm(a, None, zero).astype(zero.dtype) for a in arrays])
+    """``[a.norm(2).item() for a in arrays]``: the norms, exactly, in the math dtype.
+
+    Arrays of one size and dtype are reduced together, as the rows of one ``(B, n)`` array
+    (each row's sum in torch's order, exactly as alone): one summation loop for them all rather
+    than one per leaf (compile time).
+    """
+    groups: dict[tuple[int, Any], list[int]] = {}
+    for i, a in enumerate(arrays):
+        groups.setdefault((a.size, jnp.dtype(a.dtype)), []).append(i)
+    norms: list[Any] = [None] * len(arrays)
+    for idx in groups.values():
+        rows = jnp.stack([arrays[i].reshape(-1) for i in idx])
+        out = vector_norm(rows, -1, zero).reshape(len(idx)).astype(zero.dtype)
+        for j, i in enumerate(idx):
+            norms[i] = out[j]
+    return jnp.stack(norms)
 
 
 def _factored(g, row_var, col_var, eps1, s, zero):
-    """torch's factored second moment of a >= 2-d gradient and its estimate ``R C / mean(R)``."""
+    """torch's factored second moment of a >= 2-d gradient and its estimate ``R C / mean(R)``
+    (``eps1``: already rounded to the storage dtype)."""
     w = s["one_minus_beta2"]
     md = zero.dtype
     # row_mean = torch.norm(grad, dim=-1, keepdim=True).square_().div_(grad.size(-1))
@@ -207,5 +230,5 @@ def _factored(g, row_var, col_var, eps1, s, zero):
     # var_estimate = row_var @ col_var (an outer product: one rounded product per element)
     var_estimate = K.multiply(row_var, col_var, zero)
     # var_estimate.div_(row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1))
-    row_mean_all = K.clamp_min(mean(row_var, -2, zero), _double.round_to(eps1, row_var.dtype))
+    row_mean_all = K.clamp_min(mean(row_var, -2, zero), eps1)
     return row_var, col_var, K.div(var_estimate, row_mean_all.astype(md), zero)

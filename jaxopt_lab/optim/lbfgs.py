@@ -52,12 +52,10 @@ Differences from torch.optim:
     every state key and the counters, float64 and float32, over whole multi-step runs.
   * torch's line search mixes Python doubles and tensors;
     :mod:`jaxopt_lab.optim.line_search` follows its promotion rules (float32 tensor arithmetic,
-    ``float / tensor`` as a reciprocal times the float). With x64 off the Python doubles
-    (``lr``, losses, a Python-float step and the bounds computed from it) are held in float32:
-    ``tests/test_lbfgs.py``'s 5-step rows still match bit for bit, but a long strong-Wolfe run
-    can part from torch where a float32-held double decides a line-search branch (the
-    ``lbfgs_wolfe`` hand-off row of ``tests/test_torch_state.py`` is therefore checked with x64
-    on). With x64 on, or in float64, the whole trajectory is torch's.
+    ``float / tensor`` as a reciprocal times the float) and holds the doubles (``lr``, losses,
+    Python-float steps and the bounds computed from them) in float64, or with x64 off in
+    double-single pairs: 100-step strong-Wolfe runs equal torch's bit for bit in float64 and
+    in float32 with x64 on and off (``tests/test_lbfgs.py``).
   * torch raises ``RuntimeError("only 'strong_wolfe' is supported")`` at the first step; here the
     same message is a ``ValueError`` from the constructor. ``history_size`` must be a positive
     int and ``max_iter``/``max_eval`` ints (torch does not check; ``history_size=0`` crashes it).
@@ -104,7 +102,7 @@ from jaxopt_lab.optim.checks import (
     is_schedule,
     require,
 )
-from jaxopt_lab.optim.line_search import Num, TorchArith, strong_wolfe, total
+from jaxopt_lab.optim.line_search import Num, TorchArith, select, strong_wolfe, total
 from jaxopt_lab.optim.line_search import dot as _dot
 
 
@@ -113,7 +111,8 @@ class LBFGSState(NamedTuple):
 
     ``old_dirs``/``old_stps``/``ro`` are ring buffers of ``history_size`` rows: logical entry ``i``
     (0 = oldest, as in torch's lists) is row ``(start + i) % history_size``, ``num_old`` rows are
-    in use. ``t`` and ``prev_loss`` are Python floats in torch: float64 with x64 on, else float32.
+    in use. ``t`` and ``prev_loss`` are Python floats in torch: float64 with x64 on, else float32
+    (a float32 loss is exact; ``t``'s double rounded once, all the next step uses: ``d.mul(t)``).
     """
 
     count: jax.Array  # int32: step() calls made (what schedules see)
@@ -366,8 +365,7 @@ def lbfgs(
         def optimal(g: jax.Array) -> jax.Array:
             return jnp.max(jnp.abs(g)) <= A.p(tolerance_grad)
 
-        lr_value = lr(state.count) if is_schedule(lr) else lr
-        lrN = A.py(jnp.asarray(lr_value).astype(W) if is_schedule(lr) else float(lr_value))
+        lrN = A.py(_lr_value(lr, state.count, A.pairs))
 
         # evaluate initial f(x) and df/dx
         orig_loss, grads = _check_closure_result(closure(params), params)
@@ -394,7 +392,7 @@ def lbfgs(
             # -- step length ----------------------------------------------------------------
             # first ever iteration: min(1.0, 1.0 / flat_grad.abs().sum()) * lr; then lr
             scale = A.min(1.0, A.div(1.0, A.ten(total(jnp.abs(c.g)))))
-            t = _select_num(first, A.mul(scale, lrN), lrN)
+            t = select(first, A.mul(scale, lrN), lrN)
             gtd = _dot(c.g, d)
             c = c._replace(
                 d=d,
@@ -437,7 +435,7 @@ def lbfgs(
                 | (current_evals >= max_eval)
                 | opt_cond
                 | step_small
-                | (jnp.abs(loss - c.prev_loss) < jnp.asarray(tolerance_change, W))
+                | A.lt(A.abs(A.sub(A.py(loss), A.py(c.prev_loss))), tolerance_change)
             )
             return c._replace(
                 x=x,
@@ -455,7 +453,7 @@ def lbfgs(
             g=g0,
             loss=jnp.asarray(orig_loss).astype(W),
             d=state.d,
-            t=Num(state.t, jnp.asarray(False)),
+            t=A.py(state.t),  # only its rounding to the params' dtype is used (d.mul(t))
             old_dirs=state.old_dirs,
             old_stps=state.old_stps,
             ro=state.ro,
@@ -492,8 +490,11 @@ def lbfgs(
     return ClosureOptimizer(init, step, "lbfgs")
 
 
-def _select_num(pred: jax.Array, a: Num, b: Num) -> Num:
-    return Num(jnp.where(pred, a.v, b.v), jnp.where(pred, a.tensor, b.tensor))
+def _lr_value(lr: ScalarOrSchedule, count: jax.Array, pairs: bool) -> Any:
+    """``lr`` now: a float, or a schedule's value (its exact ``double_value`` if held in pairs)."""
+    if not is_schedule(lr):
+        return float(lr)
+    return lr.double_value(count) if pairs and hasattr(lr, "double_value") else lr(count)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -61,7 +61,9 @@ from jaxopt_lab.optim.checks import (
     check_params,
     check_real,
     check_state,
+    is_dynamic,
     is_schedule,
+    is_traced,
 )
 from jaxopt_lab.optim.kernels import math_dtype, opaque_zero
 
@@ -127,6 +129,64 @@ def l2_weight_decay(
     else:
         decayed = K.add(g, p, weight_decay)
     return jnp.where(weight_decay != 0, decayed, g) if dynamic else decayed
+
+
+def materialized(values: Any, zero: jax.Array) -> Any:
+    """``values`` (a pytree of arrays) unchanged, computed by loops of their own and read back.
+
+    XLA:CPU fuses a cheap element-wise value into every consumer, where it is recomputed and
+    compiled again. The result of a ``lax.cond`` is opaque to fusion: its operands are computed
+    once (their own loops) and every reader reads the buffer. The branch taken passes them
+    through (``zero``, the opaque ``-0.0`` -- NaN for a negative count -- is never ``> 0``); the
+    other, never run, gives zeros. No arithmetic per element, every bit kept (subnormals too).
+    """
+    zeros = lambda v: jax.tree_util.tree_map(jnp.zeros_like, v)  # noqa: E731
+    return jax.lax.cond(zero > 0, zeros, lambda v: v, values)
+
+
+def constant_scalars(sources: Mapping[str, tuple[Any, ...]]) -> frozenset[str]:
+    """The names whose hyper-parameters (``sources[name]``) are all numbers: constant scalars."""
+    return frozenset(k for k, hs in sources.items() if not any(is_dynamic(h) for h in hs))
+
+
+def computed_once(values: Any, zero: jax.Array, constant: frozenset[str] = frozenset()) -> Any:
+    """``values`` (a pytree of arrays) unchanged, each traced float array computed once per step.
+
+    XLA fuses a cheap element-wise value into every consumer that reads it, and compiles it
+    there: a step scalar's double-single chain (``pow``, ``sqrt``, ``exp``/``log``: 100s to 1000s
+    of HLO ops), or the vector of per-leaf step sizes each leaf slices its entry from, is then
+    compiled once per leaf, and compile time grows with the leaf count (ASGD, Adafactor, RAdam,
+    NAdam: minutes at 1,000 leaves before this). So the traced float arrays go through one
+    :func:`materialized` (0-d ones of a dtype stacked into one vector) and their readers read
+    one computed value. Other leaves pass unchanged: constants (XLA folds them into the loops as
+    literals, so loops that need no step scalar do not wait for the step's scalar computation,
+    and ``K.lerp`` picks its branch when compiled), integers, and, for a mapping, the names in
+    ``constant`` (numeric hyper-parameters' scalars, see :func:`constant_scalars`).
+    """
+    kept = {}
+    if constant and isinstance(values, Mapping):
+        kept = {k: v for k, v in values.items() if k in constant}
+        values = {k: v for k, v in values.items() if k not in constant}
+    leaves, treedef = jax.tree_util.tree_flatten(values)
+    scalars: dict[Any, list[int]] = {}
+    arrays: list[int] = []
+    for i, x in enumerate(leaves):
+        if not is_traced(x) or not jnp.issubdtype(x.dtype, jnp.floating):
+            continue  # a constant is not computed at run time at all
+        (scalars.setdefault(x.dtype, []) if x.ndim == 0 else arrays).append(i)
+    if not scalars and not arrays:
+        out = leaves
+    else:
+        stacks = [jnp.stack([leaves[i] for i in idx]) for idx in scalars.values()]
+        stacks, whole = materialized((stacks, [leaves[i] for i in arrays]), zero)
+        out = list(leaves)
+        for idx, once in zip(scalars.values(), stacks, strict=True):
+            for j, i in enumerate(idx):
+                out[i] = once[j]
+        for i, once in zip(arrays, whole, strict=True):
+            out[i] = once
+    result = jax.tree_util.tree_unflatten(treedef, out)
+    return {**result, **kept} if kept else result
 
 
 class GroupContext(NamedTuple):

@@ -10,109 +10,183 @@ tensor's dtype. :class:`Num` carries a value together with that "is a tensor" fl
 :class:`TorchArith` applies these rules, so that float32 params see torch's float32 roundings and
 float64 params torch's ``reciprocal``-then-multiply.
 
-The Python doubles are held in the *wide* dtype: float64 when x64 is enabled, else float32 (then
-the double-only steps of the search round to float32, a documented difference).
+Which of torch's scalars are which (``_strong_wolfe``, ``_cubic_interpolate`` and ``LBFGS.step``):
+
+* Python doubles: ``lr``; the losses ``f``, ``f_new``, ``f_prev``, ``bracket_f`` (``float`` of a
+  tensor: exact in the params' dtype); ``t`` while it is ``lr`` or a sum/product of Python values
+  (``t_prev``, ``min_step = t + 0.01 * (t - t_prev)``, ``max_step = t * 10``, the bracket ends,
+  ``eps = 0.1 * (max(bracket) - min(bracket))``, ``max(bracket) - eps``, the midpoint
+  ``(xmin_bound + xmax_bound) / 2.0``); in ``_cubic_interpolate`` ``3 * (f1 - f2) / (x1 - x2)``
+  when the ``x`` are Python floats; ``c1 * t``; the stop test ``abs(loss - prev_loss)``.
+* Tensors (the params' dtype): ``gtd``, ``gtd_new``, ``d_norm``, ``ys``, ``H_diag``, ``ro``; so
+  ``d1``, ``d2_square``, ``d2`` and ``min_pos`` of the cubic; the first step
+  ``min(1.0, 1.0 / |g|_1) * lr`` when the ``min`` picks the tensor; and whatever a tensor meets.
+
+The Python doubles are held in float64 when x64 is enabled. With x64 off (float32 params) they
+are double-single pairs (:class:`~jaxopt_lab.optim.double.DoubleSingle`: ``hi + lo``, ~48
+significant bits; ``hi`` is the value torch's kernels see, the double rounded to float32), and two
+of them compare exactly as the pairs do. The pair's float32 rounding and its comparisons equal the
+double's unless two doubles (or a double and a float32 rounding boundary) lie within ~2**-44
+relative of each other (``tests/test_lbfgs.py`` checks long runs bit for bit).
 """
 
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from jaxopt_lab.optim.double import DoubleSingle, Pair
 from jaxopt_lab.optim.kernels import opaque_zero
 
 
 class Num(NamedTuple):
-    """A torch-side scalar: its value (wide dtype) and whether torch holds it as a tensor."""
+    """A torch-side scalar: its value (wide dtype), the low part of a double-single Python float
+    (x64 off; zero otherwise) and whether torch holds it as a tensor."""
 
     v: jax.Array
+    lo: jax.Array
     tensor: jax.Array
 
 
 Operand = Num | jax.Array | float | int
 
+# The arithmetic of two Python floats: wide-dtype arrays (``z`` is an opaque -0.0 that keeps a
+# product from being contracted into a following addition) or double-single pairs.
+_WIDE_OPS: dict[str, Callable[[jax.Array, jax.Array, jax.Array], jax.Array]] = {
+    "add": lambda x, y, z: x + y,
+    "sub": lambda x, y, z: x - y,
+    "mul": lambda x, y, z: x * y + z,
+    "div": lambda x, y, z: x / y,
+}
+_PAIR_OPS: dict[str, Callable[[DoubleSingle, DoubleSingle], DoubleSingle]] = {
+    "add": operator.add,
+    "sub": operator.sub,
+    "mul": operator.mul,
+    "div": operator.truediv,
+}
+
 
 class TorchArith:
     """Scalar arithmetic with torch's Python-float / 0-dim-tensor promotion rules.
 
-    ``P`` is the tensors' dtype (the params'), ``W`` the dtype standing in for Python doubles.
-    Products get an opaque ``-0.0`` added so that XLA never contracts them into a following
-    addition (torch rounds every Python and tensor operation on its own).
+    ``P`` is the tensors' dtype (the params'), ``W`` the dtype standing in for Python doubles:
+    float64, or float32 for double-single pairs (``pairs``). Products get an opaque ``-0.0``
+    added so that XLA never contracts them into a following addition (torch rounds every Python
+    and tensor operation on its own).
     """
 
     def __init__(self, tensor_dtype: Any, wide_dtype: Any, anchor: jax.Array) -> None:
         self.P = jnp.dtype(tensor_dtype)
         self.W = jnp.dtype(wide_dtype)
+        self.pairs = self.W == jnp.dtype(jnp.float32)
         self.zp = opaque_zero(anchor, self.P)
         self.zw = opaque_zero(anchor, self.W)
 
     # -- construction -----------------------------------------------------------------------
 
     def py(self, x: Any) -> Num:
-        """A Python float (a constant, the lr, a loss)."""
-        return Num(jnp.asarray(x, self.W), jnp.asarray(False))
+        """A Python float (a constant, the lr, a loss); a :class:`Pair` is an exact double."""
+        no = jnp.asarray(False)
+        if not self.pairs:
+            if isinstance(x, Pair):
+                x = jnp.asarray(x.hi, self.W) + jnp.asarray(x.lo, self.W)
+            return Num(jnp.asarray(x, self.W), jnp.zeros((), self.W), no)
+        if isinstance(x, (int, float, np.integer, np.floating)):
+            hi = np.float32(x)
+            lo = np.float32(float(x) - float(hi)) if np.isfinite(hi) else np.float32(0.0)
+            return Num(self._constant(hi), self._constant(lo), no)
+        if isinstance(x, Pair):
+            return Num(jnp.asarray(x.hi, self.W) + self.zw, jnp.asarray(x.lo, self.W) + self.zw, no)
+        return Num(jnp.asarray(x).astype(self.W) + self.zw, jnp.zeros((), self.W) + self.zw, no)
+
+    def _constant(self, x: np.float32) -> jax.Array:
+        """A float32 constant the compiler cannot reassociate (see ``DoubleSingle``); a zero
+        stays a plain ``0.0``: XLA folds ``0.0 + z`` into ``z``, which is ``-0.0``."""
+        return jnp.asarray(x) + self.zw if x != 0 else jnp.asarray(x)
 
     def ten(self, x: jax.Array) -> Num:
         """A 0-dim tensor of the params' dtype."""
-        return Num(jnp.asarray(x, self.P).astype(self.W), jnp.asarray(True))
+        return Num(jnp.asarray(x, self.P).astype(self.W), jnp.zeros((), self.W), jnp.asarray(True))
 
     def lift(self, x: Operand) -> Num:
         if isinstance(x, Num):
             return x
-        if isinstance(x, (int, float)):
+        if isinstance(x, (int, float, Pair)):
             return self.py(x)
         return self.ten(x)
 
     def p(self, x: Operand) -> jax.Array:
-        """The value as the tensor dtype (how torch hands a Python scalar to a kernel)."""
+        """The value as the tensor dtype (how torch hands a Python scalar to a kernel): a
+        double-single pair's ``hi``, the double rounded to float32."""
         return self.lift(x).v.astype(self.P)
+
+    def _pair(self, a: Num) -> DoubleSingle:
+        return DoubleSingle(a.v, a.lo, self.zw)
 
     # -- arithmetic -------------------------------------------------------------------------
 
-    def _binary(
-        self, a: Operand, b: Operand, op: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
-    ) -> Num:
+    def _python(self, a: Num, b: Num, op: str) -> tuple[jax.Array, jax.Array]:
+        """``a op b`` for two Python floats: (value, low part)."""
+        if self.pairs:
+            out = _PAIR_OPS[op](self._pair(a), self._pair(b))
+            return out.hi, out.lo
+        return _WIDE_OPS[op](a.v, b.v, self.zw), jnp.zeros((), self.W)
+
+    def _binary(self, a: Operand, b: Operand, op: str) -> Num:
         a, b = self.lift(a), self.lift(b)
         is_tensor = a.tensor | b.tensor
-        as_tensor = op(a.v.astype(self.P), b.v.astype(self.P), self.zp).astype(self.W)
-        as_python = op(a.v, b.v, self.zw)
-        return Num(jnp.where(is_tensor, as_tensor, as_python), is_tensor)
+        pa, pb = a.v.astype(self.P), b.v.astype(self.P)
+        if op == "div":  # a Python float over a tensor: b.reciprocal() * a
+            as_tensor = jnp.where(
+                b.tensor & ~a.tensor, (1 / pb + self.zp) * pa + self.zp, pa / pb
+            ).astype(self.W)
+        else:
+            as_tensor = _WIDE_OPS[op](pa, pb, self.zp).astype(self.W)
+        v, lo = self._python(a, b, op)
+        zero = jnp.zeros((), self.W)
+        return Num(jnp.where(is_tensor, as_tensor, v), jnp.where(is_tensor, zero, lo), is_tensor)
 
     def add(self, a: Operand, b: Operand) -> Num:
-        return self._binary(a, b, lambda x, y, z: x + y)
+        return self._binary(a, b, "add")
 
     def sub(self, a: Operand, b: Operand) -> Num:
-        return self._binary(a, b, lambda x, y, z: x - y)
+        return self._binary(a, b, "sub")
 
     def mul(self, a: Operand, b: Operand) -> Num:
-        return self._binary(a, b, lambda x, y, z: x * y + z)
+        return self._binary(a, b, "mul")
 
     def div(self, a: Operand, b: Operand) -> Num:
         """``a / b``; a Python ``a`` over a tensor ``b`` is ``b.reciprocal() * a``."""
-        a, b = self.lift(a), self.lift(b)
-        out = self._binary(a, b, lambda x, y, z: x / y)
-        pa, pb = a.v.astype(self.P), b.v.astype(self.P)
-        rdiv = ((1 / pb + self.zp) * pa + self.zp).astype(self.W)
-        return Num(jnp.where(b.tensor & ~a.tensor, rdiv, out.v), out.tensor)
+        return self._binary(a, b, "div")
 
     def neg(self, a: Operand) -> Num:
         a = self.lift(a)
-        return Num(-a.v, a.tensor)
+        return Num(-a.v, -a.lo, a.tensor)
 
     def abs(self, a: Operand) -> Num:
         a = self.lift(a)
-        return Num(jnp.abs(a.v), a.tensor)
+        if not self.pairs:
+            return Num(jnp.abs(a.v), a.lo, a.tensor)
+        negative = (a.v < 0) | ((a.v == 0) & (a.lo < 0))
+        return select(negative, self.neg(a), a)
 
     # -- comparisons (in the tensor dtype when a tensor is involved) ------------------------
 
     def _compare(self, a: Operand, b: Operand, op: Callable[..., jax.Array]) -> jax.Array:
         a, b = self.lift(a), self.lift(b)
         as_tensor = op(a.v.astype(self.P), b.v.astype(self.P))
-        return jnp.where(a.tensor | b.tensor, as_tensor, op(a.v, b.v))
+        as_python = op(a.v, b.v)
+        if self.pairs:  # normalized pairs compare as (hi, lo) (an infinite hi has no low part)
+            lo_a = jnp.where(jnp.isfinite(a.v), a.lo, 0)
+            lo_b = jnp.where(jnp.isfinite(b.v), b.lo, 0)
+            as_python = jnp.where(a.v == b.v, op(lo_a, lo_b), as_python)
+        return jnp.where(a.tensor | b.tensor, as_tensor, as_python)
 
     def lt(self, a: Operand, b: Operand) -> jax.Array:
         return self._compare(a, b, jnp.less)
@@ -141,7 +215,7 @@ class TorchArith:
 
 def select(pred: jax.Array, a: Num, b: Num) -> Num:
     """``a if pred else b``."""
-    return Num(jnp.where(pred, a.v, b.v), jnp.where(pred, a.tensor, b.tensor))
+    return Num(*(jnp.where(pred, x, y) for x, y in zip(a, b, strict=True)))
 
 
 def cubic_interpolate(
@@ -202,11 +276,11 @@ class _Search(NamedTuple):
 
 
 def _slot(b: Num, i: jax.Array) -> Num:
-    return Num(b.v[i], b.tensor[i])
+    return Num(*(x[i] for x in b))
 
 
 def _pair(a: Num, b: Num) -> Num:
-    return Num(jnp.stack([a.v, b.v]), jnp.stack([a.tensor, b.tensor]))
+    return Num(*(jnp.stack([x, y]) for x, y in zip(a, b, strict=True)))
 
 
 Evaluate = Callable[[jax.Array], tuple[jax.Array, jax.Array]]

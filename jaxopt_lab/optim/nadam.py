@@ -16,8 +16,13 @@ from jaxopt_lab.optim.checks import (
     may_be_nonzero,
     nonnegative,
 )
-from jaxopt_lab.optim.leafwise import GroupContext, ScalarMath, grouped
-from jaxopt_lab.optim.radam import computed_once
+from jaxopt_lab.optim.leafwise import (
+    GroupContext,
+    ScalarMath,
+    constant_scalars,
+    grouped,
+    materialized,
+)
 
 _SCALAR_DTYPE = jnp.float32  # torch's _get_scalar_dtype(): the default dtype, float32
 
@@ -118,26 +123,44 @@ def nadam(
             "mu_next": b1 * (1.0 - 0.5 * _double.pow(0.96, (step + 1) * psi, wide)),
         }
 
-    def step_sizes(mu_products: list[jax.Array], ctx: GroupContext) -> tuple[list, list, list]:
-        """``mu_product *= mu`` and the two ``addcdiv`` values, for all leaves at once."""
+    # The scalars the per-leaf rule reads, and those that are numbers whatever the step.
+    rule_scalars = (
+        "decay",
+        "weight_decay",
+        "one_minus_beta1",
+        "beta2",
+        "one_minus_beta2",
+        "bias_correction2",
+        "eps",
+    )
+    constant = constant_scalars(
+        {
+            "decay": (lr, weight_decay),
+            "weight_decay": (weight_decay,),
+            "one_minus_beta1": (beta1,),
+            "beta2": (beta2,),
+            "one_minus_beta2": (beta2,),
+            "eps": (eps,),
+        }
+    )
+
+    def step_sizes(mu_products: list[jax.Array], ctx: GroupContext) -> tuple[jax.Array, ...]:
+        """``mu_product *= mu`` and the two ``addcdiv`` values, one vector each (leaf order)."""
         v, math = ctx.values, ctx.math
         # mu_product *= mu: the float32 product, subnormal once mu_product underflows (~step
         # 110 at beta1 = 0.9), as torch's (XLA would flush it to zero)
         mu32 = _double.round_to(v["mu"], _SCALAR_DTYPE)
         zero32 = K.opaque_zero(ctx.count, _SCALAR_DTYPE)
         mp = _double.mul_gradual_underflow(jnp.stack(mu_products), mu32, zero32)
-        # computed once, not again in each leaf's slice (compile time, see radam.computed_once):
-        # a sort by position moves the bits as they are (a division would flush subnormals)
-        _, mp = jax.lax.sort((jnp.arange(len(mu_products)), mp), num_keys=1)
+        # computed once, not again in each leaf's slice (compile time, see leafwise.computed_once),
+        # with its bits as they are (subnormals included)
+        mp = materialized(mp, zero32)
         mp_exact = _double.lift(mp, math.wide, math.count)  # _get_value(mu_product): exact
         neg_lr = -v["lr"]
         value1 = neg_lr * (1.0 - v["mu"]) / (1.0 - mp_exact)
         value2 = neg_lr * v["mu_next"] / (1.0 - mp_exact * v["mu_next"])
         md = ctx.zero.dtype
-        c1, c2 = _double.round_to(value1, md), _double.round_to(value2, md)
-        c1, c2 = K.div(c1, 1 + ctx.zero, ctx.zero), K.div(c2, 1 + ctx.zero, ctx.zero)  # once
-        n = len(mu_products)
-        return [mp[i] for i in range(n)], [c1[i] for i in range(n)], [c2[i] for i in range(n)]
+        return mp, _double.round_to(value1, md), _double.round_to(value2, md)
 
     def rule(p, g, exp_avg, exp_avg_sq, value1, value2, s, zero):
         g = -g if maximize else g
@@ -157,12 +180,17 @@ def nadam(
 
     def update_group(ps, gs, bufs, ctx: GroupContext):
         mps, c1s, c2s = step_sizes([b[2] for b in bufs], ctx)
-        scalars = computed_once(ctx.scalars, ctx.zero)
+        # the step sizes and the step's scalars: computed once, not in each leaf's loop
+        traced = [k for k in rule_scalars if k not in constant]  # bias_correction2 at least
+        stacked = jnp.stack([ctx.scalars[k] for k in traced])
+        c1s, c2s, once = materialized((c1s, c2s, stacked), ctx.zero)
+        scalars = {k: ctx.scalars[k] for k in rule_scalars}
+        scalars.update({k: once[j] for j, k in enumerate(traced)})
         new_ps, new_bufs = [], []
-        for p, g, (m, v, _), mp, c1, c2 in zip(ps, gs, bufs, mps, c1s, c2s, strict=True):
-            p, m, v = rule(p, g, m, v, c1, c2, scalars, ctx.zero)
+        for i, (p, g, (m, v, _)) in enumerate(zip(ps, gs, bufs, strict=True)):
+            p, m, v = rule(p, g, m, v, c1s[i], c2s[i], scalars, ctx.zero)
             new_ps.append(p)
-            new_bufs.append((m, v, mp))
+            new_bufs.append((m, v, mps[i]))
         return new_ps, new_bufs
 
     return grouped("nadam", init_leaf, update_group, scalars, NAdamState)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -18,7 +17,14 @@ from jaxopt_lab.optim.checks import (
     is_dynamic,
     may_be_nonzero,
 )
-from jaxopt_lab.optim.leafwise import LeafContext, ScalarMath, leafwise
+from jaxopt_lab.optim.leafwise import (
+    LeafContext,
+    ScalarMath,
+    computed_once,
+    constant_scalars,
+    l2_weight_decay,
+    leafwise,
+)
 
 # A host table of torch's ``rho_t > 5`` longer than this falls back to the traced comparison
 # (only for 1 - beta2 below ~1e-13, where torch's rho_t is rounding noise anyway).
@@ -153,17 +159,32 @@ def radam(
             "minus_one": -1.0,
         }
 
-    def update_leaf(p, g, bufs, ctx: LeafContext):
+    # The scalars that are numbers whatever the step: XLA folds them into the loops.
+    constant = constant_scalars(
+        {
+            "one_minus_beta1": (beta1,),
+            "beta2": (beta2,),
+            "one_minus_beta2": (beta2,),
+            "eps": (eps,),
+            "weight_decay": (weight_decay,),
+            "decay": (lr, weight_decay),
+            "lr": (lr,),
+            "minus_one": (),
+        }
+    )
+
+    def rule(p, g, bufs, s, ctx: LeafContext):
         exp_avg, exp_avg_sq = bufs
-        s, zero = computed_once(ctx.scalars, ctx.zero), ctx.zero
+        zero = ctx.zero
         g = -g if maximize else g
         if use_decay:
             if decoupled_weight_decay:
                 p = K.mul(p, s["decay"], zero)  # param.mul_(1 - lr * weight_decay): exact at 0
             else:
-                decayed = K.add(g, p, s["weight_decay"])  # grad.add(param, alpha=weight_decay)
-                # torch's `if weight_decay != 0`, at run time for a dynamic value
-                g = jnp.where(s["weight_decay"] != 0, decayed, g) if dynamic_decay else decayed
+                # grad.add(param, alpha=weight_decay), on the real views: torch's RAdam takes
+                # view_as_real before the decay (Adam, Adadelta, ... decay the complex tensors)
+                real = ctx._replace(complex=False)
+                g = l2_weight_decay(g, p, s["weight_decay"], real, dynamic_decay)
         exp_avg = K.lerp(exp_avg, g, s["one_minus_beta1"])
         # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         exp_avg_sq = K.addcmul(K.mul(exp_avg_sq, s["beta2"], zero), g, g, s["one_minus_beta2"])
@@ -180,22 +201,17 @@ def radam(
         )
         return p, (exp_avg, exp_avg_sq)
 
-    return leafwise("radam", init_leaf, update_leaf, scalars, RAdamState)
+    def update_leaf(p, g, bufs, ctx: LeafContext):
+        return rule(p, g, bufs, computed_once(ctx.scalars, ctx.zero, constant), ctx)
 
+    def update_leaves(ps, gs, bufs, ctx: LeafContext):  # the scalars once for all the leaves
+        s = computed_once(ctx.scalars, ctx.zero, constant)
+        out = [rule(p, g, b, s, ctx) for p, g, b in zip(ps, gs, bufs, strict=True)]
+        return [p for p, _ in out], [b for _, b in out]
 
-def computed_once(scalars: Mapping[str, jax.Array], zero: jax.Array) -> dict[str, jax.Array]:
-    """The step's scalars, unchanged, computed once per step rather than once per leaf.
-
-    XLA fuses a scalar's whole double-single computation into every leaf loop that reads it,
-    and compiles it there: for RAdam ~1,100 lines of HLO per leaf, its compile time growing by
-    ~0.1 s per leaf (107 s for 1,000 leaves on 2 loaded cores, ``bench_update_rest.md``). XLA
-    never duplicates a division, so the float scalars go through one true division by 1
-    (:func:`~jaxopt_lab.optim.kernels.div`; an identity on every value XLA:CPU holds, subnormals
-    being flushed already): the leaves read one computed vector (6x less HLO, same bits).
-    """
-    names = [k for k, v in scalars.items() if jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating)]
-    once = K.div(jnp.stack([scalars[k] for k in names]), 1 + zero, zero)
-    return {**scalars, **{k: once[i] for i, k in enumerate(names)}}
+    return leafwise(
+        "radam", init_leaf, update_leaf, scalars, RAdamState, update_leaves=update_leaves
+    )
 
 
 def rectified_steps(beta2: float) -> np.ndarray:

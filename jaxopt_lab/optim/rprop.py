@@ -18,7 +18,7 @@ from jaxopt_lab.optim.checks import (
     check_pair,
     learning_rate,
 )
-from jaxopt_lab.optim.leafwise import LeafContext, ScalarMath, leafwise
+from jaxopt_lab.optim.leafwise import LeafContext, ScalarMath, leafwise, materialized
 
 
 class RpropState(NamedTuple):
@@ -123,40 +123,65 @@ def rprop(
             "minus_one": -1.0,
         }
 
-    def update_leaf(p, g, bufs, ctx: LeafContext):
-        prev, step_size = bufs
-        zero = ctx.zero
-        # Scalars written into (or compared with) param-dtype tensors take that dtype.
-        s = {k: v.astype(p.dtype) for k, v in ctx.scalars.items()}
-        g = -g if maximize else g
-        sign = K.sign(K.multiply(g, prev, zero))  # grad.mul(prev).sign()
+    def factor(g: jax.Array, old_prev: jax.Array, s: dict, zero: jax.Array) -> jax.Array:
+        sign = K.sign(K.multiply(g, old_prev, zero))  # grad.mul(prev).sign()
         sign = jnp.where(sign > 0, s["etaplus"], sign)  # sign[sign.gt(0)] = etaplus
         sign = jnp.where(sign < 0, s["etaminus"], sign)  # sign[sign.lt(0)] = etaminus
-        sign = jnp.where(sign == 0, jnp.ones_like(sign), sign)  # sign[sign.eq(0)] = 1
-        sign = computed_once(sign, zero)  # the only reader of the old ``prev``
-        # step_size.mul_(sign).clamp_(step_size_min, step_size_max)
-        step_size = K.multiply(step_size, sign, zero)
-        step_size = jnp.minimum(jnp.maximum(step_size, s["step_size_min"]), s["step_size_max"])
-        step_size = computed_once(step_size, zero)  # the param update reads the new one
-        g = jnp.where(sign == s["etaminus"], jnp.zeros_like(g), g)  # grad[sign.eq(etaminus)] = 0
+        return jnp.where(sign == 0, jnp.ones_like(sign), sign)  # sign[sign.eq(0)] = 1
+
+    def update_leaves(ps, gs, bufs, ctx: LeafContext):
+        # Three loops per leaf, each writing its output over its donated input, and no
+        # temporary: the new step sizes (reading the old ``prev``, recomputing the sign
+        # factor), then ``prev`` (the other reader of the old one: ordered after the step sizes
+        # by ``_after``), then the params, which read both new buffers (``materialized``, for
+        # all leaves at once: XLA would fuse their recomputation from the old buffers into the
+        # params' loop, and then copy both old buffers first).
+        zero = ctx.zero
+        gs = [-g if maximize else g for g in gs]
+        # Scalars written into (or compared with) param-dtype tensors take that dtype.
+        ss = [{k: v.astype(p.dtype) for k, v in ctx.scalars.items()} for p in ps]
+        steps = []
+        for g, (old_prev, old_step_size), s in zip(gs, bufs, ss, strict=True):
+            # step_size.mul_(sign).clamp_(step_size_min, step_size_max)
+            step_size = K.multiply(old_step_size, factor(g, old_prev, s, zero), zero)
+            steps.append(
+                jnp.minimum(jnp.maximum(step_size, s["step_size_min"]), s["step_size_max"])
+            )
+        steps = materialized(steps, zero)
+        after = _after(steps, ctx.count)
+        prevs = []
+        for g, (old_prev, _), s in zip(gs, bufs, ss, strict=True):
+            # grad[sign.eq(etaminus)] = 0; prev.copy_(grad)  (+ -0.0: an identity)
+            masked = factor(g, old_prev, s, zero) == s["etaminus"]
+            prevs.append(jnp.where(masked, jnp.zeros_like(g), g + after.astype(g.dtype)))
+        prevs = materialized(prevs, zero)
         # param.addcmul_(grad.sign(), step_size, value=-1)
-        p = K.addcmul(p, K.sign(g), step_size, ctx.scalars["minus_one"])
-        return p, (g, step_size)  # prev.copy_(grad)
+        new_ps = [
+            K.addcmul(p, K.sign(prev), step_size, ctx.scalars["minus_one"])
+            for p, prev, step_size in zip(ps, prevs, steps, strict=True)
+        ]
+        return new_ps, list(zip(prevs, steps, strict=True))
 
-    return leafwise("rprop", init_leaf, update_leaf, scalars, RpropState)
+    def update_leaf(p, g, bufs, ctx: LeafContext):
+        new_ps, new_bufs = update_leaves([p], [g], [bufs], ctx)
+        return new_ps[0], new_bufs[0]
+
+    return leafwise(
+        "rprop", init_leaf, update_leaf, scalars, RpropState, update_leaves=update_leaves
+    )
 
 
-def computed_once(x: jax.Array, zero: jax.Array) -> jax.Array:
-    """``x`` unchanged, as an array XLA computes in one loop and reads back (a performance hint).
+def _after(xs: list[jax.Array], count: jax.Array) -> jax.Array:
+    """An opaque float32 ``-0.0`` that XLA can only compute once ``xs`` are computed.
 
-    XLA:CPU fuses a cheap element-wise value into each of its consumers. Rprop's three outputs
-    (params, ``prev``, ``step_size``) overwrite their donated inputs, so when the params' loop
-    recomputes the sign factor and the new step size from the *old* ``prev`` and ``step_size``,
-    XLA must first copy both buffers (measured: 2 copies, a 10M-param step 1.7x slower than
-    ``optax.rprop``'s). A division is "expensive" to XLA, so it never duplicates one: a true
-    division by 1 (:func:`~jaxopt_lab.optim.kernels.div`, which XLA cannot turn into a product;
-    an identity on every value XLA:CPU holds, subnormals being flushed already) makes the factor
-    and the new step size loops of their own, each the last reader of the buffer it replaces,
-    and the copies go (``experiments/results/bench_update_rest.md``).
+    :func:`~jaxopt_lab.optim.kernels.opaque_zero` of ``min(count, bits(x[0]) >>> 1)`` for the
+    first non-empty ``x``: a non-negative int32 whatever ``x`` holds (``count >= 0``), so
+    ``-0.0``; it reads one element.
     """
-    return K.div(x, 1 + zero, zero)
+    first = next((x.ravel()[0] for x in xs if x.size), None)
+    if first is None:
+        return K.opaque_zero(count, jnp.float32)
+    bits = jax.lax.bitcast_convert_type(first.astype(jnp.float32), jnp.int32)
+    return K.opaque_zero(
+        jnp.minimum(count, jax.lax.shift_right_logical(bits, jnp.int32(1))), jnp.float32
+    )
