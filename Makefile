@@ -31,7 +31,10 @@ $(STAMP): pyproject.toml setup.py jaxopt_lab/optim/csrc/native.cc
 venv: $(STAMP)
 
 # The default suite; `make test-slow` runs the tables marked slow (wider sweeps of the same
-# claims: every scheduled row, float16, float64 foreach, L-BFGS bitwise, Muon/SparseAdam sweeps).
+# claims: every scheduled row, float32 with x64 on past each algorithm's first row, bfloat16 past
+# each algorithm's first and weight-decay rows, float16, float64 foreach, L-BFGS bitwise,
+# Muon/SparseAdam sweeps). tests/conftest.py gives each xdist worker its own XLA compilation
+# cache for the run, so a program compiled twice (another table, a CLI subprocess) compiles once.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 -m "not slow" --durations=25 tests
 

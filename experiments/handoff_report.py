@@ -49,8 +49,7 @@ def measure() -> list[dict]:
                     and case.uses_sqrt
                 ):
                     continue  # as the test: torch's 1-ULP sqrt steers the line search apart
-                # float32 with x64 off (the mode users run) where the row allows (x64_off).
-                x64 = dtype == jnp.float64 or not case.x64_off
+                x64 = dtype == jnp.float64  # float32 with x64 off: the mode users run
                 if patch:
                     with T.correctly_rounded_torch_sqrt(), jax.enable_x64(x64):
                         result = run(case, dtype)
