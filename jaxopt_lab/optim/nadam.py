@@ -19,6 +19,7 @@ from jaxopt_lab.optim.checks import (
 from jaxopt_lab.optim.leafwise import (
     GroupContext,
     ScalarMath,
+    computed_once,
     constant_scalars,
     grouped,
     materialized,
@@ -180,12 +181,11 @@ def nadam(
 
     def update_group(ps, gs, bufs, ctx: GroupContext):
         mps, c1s, c2s = step_sizes([b[2] for b in bufs], ctx)
-        # the step sizes and the step's scalars: computed once, not in each leaf's loop
-        traced = [k for k in rule_scalars if k not in constant]  # bias_correction2 at least
-        stacked = jnp.stack([ctx.scalars[k] for k in traced])
-        c1s, c2s, once = materialized((c1s, c2s, stacked), ctx.zero)
+        # the step sizes and the step's scalars: computed once (one cond), not in each leaf's loop
         scalars = {k: ctx.scalars[k] for k in rule_scalars}
-        scalars.update({k: once[j] for j, k in enumerate(traced)})
+        dynamic = {k: v for k, v in scalars.items() if k not in constant}
+        c1s, c2s, dynamic = computed_once((c1s, c2s, dynamic), ctx.zero)
+        scalars.update(dynamic)
         new_ps, new_bufs = [], []
         for i, (p, g, (m, v, _)) in enumerate(zip(ps, gs, bufs, strict=True)):
             p, m, v = rule(p, g, m, v, c1s[i], c2s[i], scalars, ctx.zero)
