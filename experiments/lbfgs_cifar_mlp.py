@@ -257,16 +257,6 @@ def reldist(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) or 1.0))
 
 
-def ulps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """float32 ULP distances (0: the same float; -0.0 and +0.0 the same)."""
-
-    def ordered(x: np.ndarray) -> np.ndarray:
-        i = x.astype(np.float32).view(np.int32).astype(np.int64)
-        return np.where(i < 0, -(i & 0x7FFFFFFF), i)
-
-    return np.abs(ordered(a) - ordered(b))
-
-
 def compare(ours: list[dict], theirs: list[dict]) -> list[dict[str, Any]]:
     rows = []
     for k, (a, b) in enumerate(zip(ours, theirs, strict=True)):
@@ -279,7 +269,7 @@ def compare(ours: list[dict], theirs: list[dict]) -> list[dict[str, Any]]:
             "counters": [a["counters"], b["counters"]],
         }
         if a["params"].dtype == np.float32:
-            u = ulps(a["params"], b["params"])
+            u = tests_helpers()[0].ulp_distance(a["params"], b["params"])
             row["bitwise_pct"] = 100.0 * float(np.mean(u == 0))
             row["max_ulp"] = int(u.max())
             row["p99_ulp"] = float(np.percentile(u, 99))
