@@ -16,7 +16,7 @@ def _compilation_cache() -> None:
     """One XLA compilation cache per test process, for the run only.
 
     Many tests compile the same program (the same optimizer update in another test table, the
-    CNN train step in every cross-check CLI run, which starts a fresh interpreter). JAX's
+    CNN train step in every cross-check run, in process or in the CLI subprocess). JAX's
     persistent cache serves the second compile from the first one's executable: the same
     compiled code, keyed by the program, its compile options and the jaxlib version, so no
     verdict changes; only compile time is saved. One directory per xdist worker (the cache

@@ -144,6 +144,27 @@ def test_round_trip_is_bit_exact_and_keeps_types(tmp_path: Path) -> None:
         assert_bitwise_equal(r.rng, jax.random.key(9))
 
 
+def test_restored_leaves_keep_the_placement_of_like(tmp_path: Path) -> None:
+    """A committed ``like`` (pinned or sharded) gives leaves with its sharding; an uncommitted
+    one (a fresh ``init``'s default placement) uncommitted leaves, so a jitted step reading them
+    is the fresh run's program (no recompilation on resume)."""
+    mesh = jax.make_mesh((len(jax.devices()),), ("data",))
+    sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    tree = {
+        "free": jnp.arange(8.0),
+        "pinned": jax.device_put(jnp.arange(8.0), jax.devices()[-1]),
+        "sharded": jax.device_put(jnp.arange(8.0), sharded),
+    }
+    Checkpointer(tmp_path).save(1, tree)
+    got = Checkpointer(tmp_path).restore(like=tree).state
+    assert_bitwise_equal(got, tree)
+    for name, leaf in tree.items():
+        assert got[name].committed == leaf.committed, name
+        assert got[name].sharding == leaf.sharding, name
+    step = jax.jit(lambda x: x * 2.0)
+    assert step.lower(got["free"]).as_text() == step.lower(tree["free"]).as_text()
+
+
 # ----------------------------------------------------------------------------- bitwise resume
 
 

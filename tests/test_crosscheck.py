@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _cli import Result, run_main
 
 import jaxopt_lab as jol
 from jaxopt_lab.cifar import crosscheck
@@ -155,6 +156,7 @@ def test_f64_adam_agrees_and_writes_every_output(tiny_data: object, tmp_path: Pa
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python experiments/cifar10.py *args`` in a fresh interpreter: the command users run."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     return subprocess.run(
         [sys.executable, str(CLI), *args],
@@ -164,6 +166,11 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
         cwd=ROOT,
         timeout=300,
     )
+
+
+def _main(*args: str) -> Result:
+    """The same command line through ``main(argv)`` in this process (see tests/_cli.py)."""
+    return run_main(CLI, *args)
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +184,9 @@ def npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_cli_f64_sgd_with_step_lr_agrees_and_keeps_the_contract(npz: Path, tmp_path: Path) -> None:
     """The command-line contract, on SGD+momentum under torch's StepLR stepped per epoch.
 
+    Run as the real command, in a fresh interpreter (``sys.exit(main())``, the imports,
+    ``--precision f64`` switching JAX x64 on), as is one error below; the other CLI tests call
+    ``main`` in this process (tests/_cli.py).
     24 images, batch 8: 3 steps per epoch; --max-steps 8 stops inside the third epoch, so the
     run crosses two lr drops (per_epoch(step_lr) on the JAX side, StepLR.step() on torch's).
     """
@@ -240,19 +250,30 @@ CLI_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize(("args", "code", "message"), CLI_ERRORS, ids=lambda x: str(x))
-def test_cli_errors_are_one_line(args: list[str], code: int, message: str, tmp_path: Path) -> None:
-    result = _cli(*args, "--out", str(tmp_path / "out"))
+def _assert_one_line_error(
+    result: Result | subprocess.CompletedProcess[str], code: int, message: str
+) -> None:
     assert result.returncode == code
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert lines[0].startswith("cifar10.py: error:")
 
 
+@pytest.mark.parametrize(("args", "code", "message"), CLI_ERRORS, ids=lambda x: str(x))
+def test_cli_errors_are_one_line(args: list[str], code: int, message: str, tmp_path: Path) -> None:
+    _assert_one_line_error(_main(*args, "--out", str(tmp_path / "out")), code, message)
+
+
+def test_cli_error_is_the_exit_status_of_a_fresh_process(tmp_path: Path) -> None:
+    """``main``'s status reaches the shell: one row of CLI_ERRORS again, as a real process."""
+    result = _cli("--data", "/nonexistent/cifar10", "--out", str(tmp_path / "out"))
+    _assert_one_line_error(result, 1, "dataset not found")
+
+
 def test_cli_unwritable_output_is_one_line(npz: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "a_file"
     blocker.write_text("")  # a folder cannot be made under a file, even by root
-    result = _cli("--data", str(npz), "--out", str(blocker / "out"))
+    result = _main("--data", str(npz), "--out", str(blocker / "out"))
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot write to output folder" in lines[0], result.stderr
@@ -352,16 +373,16 @@ def test_cli_resume_continues_and_never_overwrites(npz: Path, tmp_path: Path) ->
     out = tmp_path / "run"
     common = ["--data", str(npz), "--batch-size", "8", "--compare", "none", "--no-progress",
               "--no-plot", "--out", str(out)]  # fmt: skip
-    first = _cli(*common, "--checkpoint-every", "2", "--max-steps", "2")
+    first = _main(*common, "--checkpoint-every", "2", "--max-steps", "2")
     assert first.returncode == 0, first.stderr
-    again = _cli(*common, "--checkpoint-every", "2", "--max-steps", "4")
+    again = _main(*common, "--checkpoint-every", "2", "--max-steps", "4")
     assert again.returncode == 1
     assert again.stderr.strip().endswith(
         "pass --resume to continue that run, or choose another --out"
     )
-    other = _cli(*common, "--resume", "--max-steps", "4", "--lr", "0.5")
+    other = _main(*common, "--resume", "--max-steps", "4", "--lr", "0.5")
     assert other.returncode == 2 and "lr: checkpoint has 0.01, expected 0.5" in other.stderr
-    resumed = _cli(*common, "--resume", "--max-steps", "4")
+    resumed = _main(*common, "--resume", "--max-steps", "4")
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed at step 2" in resumed.stdout
     summary = json.loads((out / "summary.json").read_text())

@@ -234,14 +234,20 @@ def _digest(a: np.ndarray) -> str:
 
 
 def _leaf_like(host: np.ndarray, impl: str | None, like: Any) -> Any:
-    """Turn restored host data into a leaf of ``like``'s kind (and sharding, for jax arrays)."""
+    """Turn restored host data into a leaf of ``like``'s kind (and sharding, for jax arrays).
+
+    An uncommitted ``like`` (placed by default, as a fresh ``init`` leaves it) gives an
+    uncommitted leaf: pinning it to ``like.sharding`` would make a jitted step that reads it a
+    different program from the fresh run's (sharding annotations), so a resumed run compiled
+    its train step again and missed the compilation cache.
+    """
     if isinstance(like, bool | int | float) and not isinstance(like, np.generic):
         return type(like)(host.item())
     if isinstance(like, np.generic):
         return host[()]
     if isinstance(like, np.ndarray):
         return host
-    sharding = getattr(like, "sharding", None)
+    sharding = getattr(like, "sharding", None) if getattr(like, "committed", True) else None
     value = jax.device_put(host, sharding) if sharding is not None else jax.device_put(host)
     if impl is not None:
         value = jax.random.wrap_key_data(value, impl=impl)
