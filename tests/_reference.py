@@ -68,8 +68,11 @@ def from_torch(t: Any) -> np.ndarray:
 
 
 def ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """How many floats lie between a and b (0: equal; -0.0 and +0.0 count as equal)."""
+    """How many floats lie between a and b (0: equal; -0.0 and +0.0 count as equal), as float64;
+    for integer arrays (a state's ``count``), how far apart their values are."""
     a, b = np.asarray(a), np.asarray(b)
+    if np.issubdtype(a.dtype, np.integer):
+        return np.abs(a.astype(np.int64) - b.astype(np.int64)).astype(np.float64)
     bits = 8 * a.dtype.itemsize
     itype = {32: np.int32, 64: np.int64}[bits]
     mask = (1 << (bits - 1)) - 1
@@ -139,7 +142,8 @@ def torch_trajectory(
             sched.step()
         record = {"params": [from_torch(p) for p in params]}
         for field in fields:
-            # None where torch keeps no such key for this param (Adafactor factors some only)
+            # None where torch keeps no such key for this param (Adafactor's fields: ours hold
+            # an empty placeholder there, see test_parity._compare)
             record[field] = [
                 from_torch(opt.state[p][field]) if field in opt.state[p] else None for p in params
             ]
@@ -180,10 +184,7 @@ def jax_trajectory(
         params, state = update(params, [jax.numpy.asarray(g) for g in grads], state)
         record = {"params": [np.asarray(p) for p in params]}
         for field in fields:
-            record[field] = [
-                None if x is None else np.asarray(x)
-                for x in jax.tree.leaves(getattr(state, field), is_leaf=lambda x: x is None)
-            ]
+            record[field] = [np.asarray(x) for x in jax.tree.leaves(getattr(state, field))]
         out.append(record)
     return out
 

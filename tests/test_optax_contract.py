@@ -48,6 +48,8 @@ import numpy as np
 import optax
 import pytest
 from _reference import bitwise_equal, correctly_rounded_torch_sqrt, grad_stream, init_params
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import jaxopt_lab as jol
 from jaxopt_lab import registry
@@ -118,6 +120,10 @@ _CHECKS = (
     "accumulation",
     "masked",
 )
+_OWN_SPECS = (
+    "torch's per-param 0-d scalar state ({}) takes no spec of the param's rank: sharding code "
+    "maps those fields with an f of its own (test_map_params: they are reached)"
+)
 _TRACED_BUFFER = (
     "inject_hyperparams traces the default momentum=0, and a traced momentum keeps its "
     "momentum_buffer (the state's structure cannot depend on a traced value), so optax's "
@@ -134,11 +140,13 @@ SKIP: dict[str, dict[str, str]] = {
     "sparse_adam": dict.fromkeys(_CHECKS, _SPARSE),
     "adafactor": {"complex": _NO_COMPLEX},
     "rmsprop-plain": {"inject": _TRACED_BUFFER},
+    "nadam": {"shardings": _OWN_SPECS.format("mu_product")},
     "asgd": {
+        "shardings": _OWN_SPECS.format("eta, mu"),
         "optimization-_setup_rosenbrock-complex64": (
             "too slow for 10,000 steps (its steps are plain SGD's, the average is kept aside): "
             "ends at (0.970+0.970j, 0.000+1.880j); a larger lr oscillates on this problem"
-        )
+        ),
     },
     "adadelta": {
         "optimization-_setup_rosenbrock-complex64": (
@@ -352,23 +360,63 @@ def test_extra_args_reach_through_chain():
     assert jax.tree.structure(updates) == jax.tree.structure(params)
 
 
-@pytest.mark.parametrize("row", _params("masked"))
-def test_map_params_with_shape_dependent_state(row):
-    """``optax.tree.map_params`` over a dict of 0-D, 1-D and 2-D params (2-D only for Muon): the
-    function reaches every params-shaped tree of the state (Adafactor's factored fields, kept
-    for some shapes only, too) and nothing else."""
-    shapes = {"m": (2, 3), "n": (4, 2)} if row.name == "muon" else {"s": (), "v": (3,), "m": (2, 3)}
-    params = {k: jnp.ones(v, jnp.float32) for k, v in shapes.items()}
+def _shape_dependent_params(name: str) -> dict[str, jax.Array]:
+    """0-D, 1-D and 2-D params (2-D only for Muon): every shape-dependent state is exercised
+    (Adafactor's factors for >= 2-D params, its full ``variance`` below)."""
+    shapes = {"m": (2, 3), "n": (4, 2)} if name == "muon" else {"s": (), "v": (3,), "m": (2, 3)}
+    return {k: jnp.ones(v, jnp.float32) for k, v in shapes.items()}
+
+
+def _spec(x: jax.Array) -> P:
+    """A partition spec of ``x``'s rank: its first axis over the mesh axis ``"x"``."""
+    return P() if x.ndim == 0 else P("x", *[None] * (x.ndim - 1))
+
+
+@pytest.mark.parametrize("row", _params("map_params"))
+def test_map_params(row):
+    """``optax.tree.map_params``, alone and with an extra tree of the params' structure (the
+    partition-spec form sharding code uses: ``f(leaf, spec)``): ``f`` reaches every params-shaped
+    tree of the state -- every field, also where it holds a placeholder for some params
+    (Adafactor's) -- and nothing else."""
+    params = _shape_dependent_params(row.name)
     tx = as_optax_factory(row.name)(**row.kwargs)
     state = tx.init(params)
     mapped = optax.tree.map_params(tx, lambda v: jnp.full_like(v, 7.0), state)
+    specs = jax.tree.map(_spec, params)
+    spec_state = optax.tree.map_params(
+        tx, lambda _, spec: spec, state, specs, transform_non_params=lambda _: P()
+    )
     assert jax.tree.structure(mapped) == jax.tree.structure(state)
-    for field in state._fields:
-        a, b = getattr(state, field), getattr(mapped, field)
-        if field == "count":
-            assert a is b
-        elif a is not None:
-            assert all(bool(jnp.all(x == 7.0)) for x in jax.tree.leaves(b)), field
+    assert mapped.count is state.count and spec_state.count == P()
+    for field in state._fields[1:]:
+        a, b, c = getattr(state, field), getattr(mapped, field), getattr(spec_state, field)
+        if a is None:
+            assert b is None and c is None, field
+            continue
+        assert all(bool(jnp.all(x == 7.0)) for x in jax.tree.leaves(b)), field
+        assert c == specs, field
+
+
+@pytest.mark.parametrize("row", _params("shardings"))
+def test_state_takes_the_params_shardings(row):
+    """Every params-shaped tree of the state takes the params' own shardings (the specs of
+    :func:`test_map_params`, on a one-device mesh): a buffer has the rank of its param, and so
+    has a placeholder (Adafactor's), so a spec of the param's rank fits it."""
+    params = _shape_dependent_params(row.name)
+    tx = as_optax_factory(row.name)(**row.kwargs)
+    state = tx.init(params)
+    mesh = jax.make_mesh((1,), ("x",))
+    shardings = optax.tree.map_params(
+        tx,
+        lambda _, spec: NamedSharding(mesh, spec),
+        state,
+        jax.tree.map(_spec, params),
+        transform_non_params=lambda _: NamedSharding(mesh, P()),
+    )
+    placed = jax.device_put(state, shardings)
+    assert jax.tree.structure(placed) == jax.tree.structure(state)
+    for x, y in zip(jax.tree.leaves(placed), jax.tree.leaves(state), strict=True):
+        assert x.shape == y.shape and bitwise_equal(np.asarray(x), np.asarray(y)).all()
 
 
 # Traced hyper-parameters decide the state's structure as "traced, or non-zero" (a traced

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from _reference import ulp_distance
 from jax.experimental import sparse
 from test_lbfgs import torch_flushing_denormals, torch_sequential_reductions
 
@@ -387,19 +388,6 @@ def canonical(state: Any) -> Any:
 def flat(params: Any, state: Any) -> list[np.ndarray]:
     """Params then every state leaf (count included), as NumPy arrays."""
     return [np.asarray(x) for x in jax.tree_util.tree_leaves((params, canonical(state)))]
-
-
-def ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """How many representable numbers lie between a and b (0: same bits or +-0)."""
-    if not np.issubdtype(a.dtype, np.floating):
-        return np.abs(a.astype(np.int64) - b.astype(np.int64))
-    ints = {4: np.int32, 8: np.int64}[a.dtype.itemsize]
-
-    def ordered(x):
-        i = x.view(ints).astype(np.int64)
-        return np.where(i < 0, np.iinfo(ints).min - i, i)  # monotone map float -> int
-
-    return np.abs(ordered(a) - ordered(b))
 
 
 def compare(got: list[np.ndarray], want: list[np.ndarray]) -> dict[str, float]:

@@ -31,9 +31,10 @@ def _is_probe(x: Any) -> bool:
     return isinstance(x, _Probe)
 
 
-# Probe leaves, tried in order: one of each rank first, so that a field kept only for some
-# shapes (Adafactor's factored ``row_var`` for >= 2-D, ``variance`` below) is found params-shaped;
-# then a 2-D leaf alone, for optimizers that take nothing else (Muon).
+# Probe leaves, tried in order: one of each rank first, so that a field whose leaves depend on
+# the param's rank (Adafactor: ``row_var``/``col_var`` for >= 2-D, ``variance`` below, an empty
+# placeholder elsewhere) is still found params-shaped; then a 2-D leaf alone, for optimizers that
+# take nothing else (Muon).
 _PROBES = (((), (1,), (1, 1)), ((1, 1),))
 
 

@@ -13,7 +13,8 @@ the two is ``ids``:
 Every torch.optim algorithm hands off (``KINDS``). A buffer maps like its parameter: the
 same shape (most), a 0-d tensor (NAdam's ``mu_product``, ASGD's ``eta``/``mu``), or factors torch
 keeps for some params only (Adafactor: ``row_var``/``col_var`` for params of two or more dims,
-``variance`` for the others; ours hold ``None`` at the other leaves). L-BFGS is the exception:
+``variance`` for the others; ours hold an empty placeholder where torch has no key, as the state
+type's ``torch_keys`` says). L-BFGS is the exception:
 torch keeps its whole state under its *first* param (``d``, ``t``, ``old_dirs``, ``old_stps``,
 ``ro``, ``H_diag``, ``prev_flat_grad``, ``prev_loss``, ``n_iter``, ``func_evals``), its vectors
 over all params flattened in torch's param order, and allows one param group only. The
@@ -420,9 +421,17 @@ def _entry(states: Mapping[Any, Any], pid: int) -> dict[str, Any]:
 
 
 def _per_leaf(tree: Any) -> tuple[list[Any], Any]:
-    """A state field's leaves, one per params leaf of its group, ``None`` where torch keeps no
-    such buffer for that param (Adafactor's factors), and the treedef that rebuilds the field."""
+    """A state field's leaves, one per params leaf of its group, and the treedef that rebuilds
+    the field."""
     return jax.tree_util.tree_flatten(tree, is_leaf=lambda x: x is None)
+
+
+def _torch_keeps(state: Any, field: str, param: Any) -> bool:
+    """Whether torch keeps the state key ``field`` for ``param``: always, unless the state type
+    says otherwise (``torch_keys(shape)``: Adafactor's factors; the field then holds an empty
+    placeholder at that param)."""
+    keys = getattr(type(state), "torch_keys", None)
+    return keys is None or field in keys(np.shape(param))
 
 
 def _group_from_torch(
@@ -450,10 +459,10 @@ def _group_from_torch(
             "group (it never got a gradient?); jaxopt_lab keeps one step count per group"
         )
     steps: dict[int, list[int]] = {}
-    columns: dict[str, list[jax.Array | None]] = {f: [] for f in fields}
+    columns: dict[str, list[jax.Array]] = {f: [] for f in fields}
     for i in members:
         e = entries[i]
-        kept = {f for f in fields if like[f][position[i]] is not None}
+        kept = {f for f in fields if _torch_keeps(init, f, layout.leaves[i])}
         expected = kept | ({"step"} if has_step else set())
         if set(e) != expected:
             extra, missing = sorted(set(e) - expected), sorted(expected - set(e))
@@ -461,11 +470,10 @@ def _group_from_torch(
                 f"torch state of {layout.name(i)} has keys {sorted(e)}: unexpected {extra}, "
                 f"missing {missing} for this {kind} configuration"
             )
-        for f in fields:
+        for f in fields:  # (no key: the placeholder ``init`` holds)
+            like_f = like[f][position[i]]
             columns[f].append(
-                _as_array(e[f], like[f][position[i]], f"{f} of {layout.name(i)}")
-                if f in kept
-                else None
+                _as_array(e[f], like_f, f"{f} of {layout.name(i)}") if f in kept else like_f
             )
         if has_step:
             steps.setdefault(_step_value(e["step"], layout.name(i)), []).append(i)
@@ -624,10 +632,10 @@ def _group_to_torch(
                 f"expected {jax.tree_util.tree_structure(theirs)}"
             )
         (leaves, _), (likes, _) = _per_leaf(ours), _per_leaf(theirs)
-        columns[f] = [
-            None if like is None else _as_array(leaf, like, f"{where}{f} of {layout.name(i)}")
-            for leaf, like, i in zip(leaves, likes, members, strict=True)
-        ]
+        columns[f] = []
+        for leaf, like, i in zip(leaves, likes, members, strict=True):
+            value = _as_array(leaf, like, f"{where}{f} of {layout.name(i)}")  # (placeholders too)
+            columns[f].append(value if _torch_keeps(template, f, layout.leaves[i]) else None)
     out: dict[int, dict[str, Any]] = {}
     if kind == "sgd" and count == 0:
         return out  # torch's SGD before its first step: no buffer yet
@@ -638,7 +646,7 @@ def _group_to_torch(
             step = torch.tensor(float(count), dtype=torch.float32)
             entry["step"] = count if info.torch_int_step else step
         for f, col in columns.items():
-            if col[j] is not None:  # (torch keeps Adafactor's factors for some params only)
+            if col[j] is not None:  # (None: torch keeps no such key for this param)
                 entry[f] = _to_tensor(np.asarray(col[j]))
         if entry:
             out[layout.ids[i]] = entry

@@ -76,12 +76,15 @@ def _regression_operands(
     return x, y, w
 
 
-def _weighted_reduce(loss: jax.Array, w: jax.Array | None, reduction: str) -> jax.Array:
-    """torch's weighted L1/MSE: 'mean' divides by the sum of the weights."""
+def _weighted_reduce(
+    loss: jax.Array, w: jax.Array | None, reduction: str, *, mean_by_weight: bool
+) -> jax.Array:
+    """``w * loss`` reduced as torch does: a weighted ``'mean'`` divides by the sum of the
+    weights for L1 and MSE (``mean_by_weight``), by the element count for Huber."""
     if w is None:
         return reduce_loss(loss, reduction)
     loss = loss * w
-    if reduction == "mean":
+    if reduction == "mean" and mean_by_weight:
         return jnp.sum(loss) / jnp.sum(w)
     return reduce_loss(loss, reduction)
 
@@ -113,7 +116,7 @@ def l1_loss(
     """
     check_reduction("l1_loss", reduction)
     x, y, w = _regression_operands("l1_loss", input, target, weight)
-    return _weighted_reduce(_abs(x - y), w, reduction)
+    return _weighted_reduce(_abs(x - y), w, reduction, mean_by_weight=True)
 
 
 def mse_loss(
@@ -143,7 +146,7 @@ def mse_loss(
     check_reduction("mse_loss", reduction)
     x, y, w = _regression_operands("mse_loss", input, target, weight)
     d = x - y
-    return _weighted_reduce(d * d, w, reduction)
+    return _weighted_reduce(d * d, w, reduction, mean_by_weight=True)
 
 
 def smooth_l1_loss(
@@ -214,7 +217,4 @@ def huber_loss(
     if not delta > 0:
         raise ValueError(f"{fn} does not support non-positive values for delta (got {delta})")
     x, y, w = _regression_operands(fn, input, target, weight)
-    loss = _huber(x - y, delta)
-    if w is not None:
-        loss = loss * w  # torch: weighted 'mean' is still the plain mean
-    return reduce_loss(loss, reduction)
+    return _weighted_reduce(_huber(x - y, delta), w, reduction, mean_by_weight=False)

@@ -27,13 +27,34 @@ from jaxopt_lab.optim.reductions import mean, vector_norm
 class AdafactorState(NamedTuple):
     """``count`` (int32) and torch's per-param state: for a param with two or more dims the row
     and column factors ``row_var`` (shape ``(..., m, 1)``) and ``col_var`` (``(..., 1, n)``) of
-    its second moment, else the full ``variance``; the other fields hold ``None`` at that leaf.
+    its second moment, else the full ``variance``.
+
+    Every field is a tree with the params' structure (as ``optax.tree.map_params`` and sharding
+    code expect): where torch keeps no such key for a param, the field holds an empty
+    placeholder there (:func:`absent`).
     """
 
     count: jax.Array
     row_var: Any
     col_var: Any
     variance: Any
+
+    @staticmethod
+    def torch_keys(shape: tuple[int, ...]) -> tuple[str, ...]:
+        """The fields torch keeps (its state keys) for a param of ``shape``; the other fields
+        hold :func:`absent` at that param."""
+        return ("row_var", "col_var") if _factored(shape) else ("variance",)
+
+
+def _factored(shape: tuple[int, ...]) -> bool:
+    """torch factors the second moment of a param with two or more dims."""
+    return len(shape) > 1
+
+
+def absent(p: jax.Array) -> jax.Array:
+    """The placeholder of a field torch keeps no key for at param ``p``: an empty array of
+    ``p``'s dtype and of its rank (at least 1), so that a partition spec of ``p`` fits it."""
+    return jnp.zeros((0,) * max(p.ndim, 1), p.dtype)
 
 
 def adafactor(
@@ -87,6 +108,9 @@ def adafactor(
 
     Differences from torch.optim:
       * torch keeps a float32 ``step`` tensor per parameter; here one int32 ``count``.
+      * torch keeps ``row_var``/``col_var`` or ``variance`` per parameter; here each field
+        spans all params, with an empty placeholder where torch has no key
+        (:meth:`AdafactorState.torch_keys`; the torch hand-off maps one to the other).
       * torch raises ``ZeroDivisionError`` for an empty param (``0 / 0 ** 0.5``); here its
         (empty) update is a no-op.
       * bfloat16/float16: torch's vectorized ``rsqrt`` rounds ``1/sqrt(x)`` once, its scalar
@@ -114,11 +138,11 @@ def adafactor(
     use_decay = may_be_nonzero(weight_decay)
 
     def init_leaf(p: jax.Array) -> tuple[Any, ...]:
-        if p.ndim > 1:  # grad.new_zeros(row_shape), grad.new_zeros(col_shape)
+        if _factored(p.shape):  # grad.new_zeros(row_shape), grad.new_zeros(col_shape)
             row = jnp.zeros((*p.shape[:-1], 1), p.dtype)
             col = jnp.zeros((*p.shape[:-2], 1, p.shape[-1]), p.dtype)
-            return row, col, None
-        return None, None, jnp.zeros_like(p)
+            return row, col, absent(p)
+        return absent(p), absent(p), jnp.zeros_like(p)
 
     def scalars(math: ScalarMath) -> dict[str, Any]:
         step, lr_ = math.step, math.resolve(lr)
@@ -160,8 +184,10 @@ def adafactor(
             eps1_p, floor = floors[jnp.dtype(p.dtype).name]
             if use_decay:
                 p = K.mul(p, s["decay"], zero)  # param.mul_(1 - lr * weight_decay)
-            if g.ndim > 1:
-                row_var, col_var, var_estimate = _factored(g, row_var, col_var, eps1_p, s, zero)
+            if _factored(g.shape):  # (the placeholders pass through unchanged)
+                row_var, col_var, var_estimate = _factored_moment(
+                    g, row_var, col_var, eps1_p, s, zero
+                )
             else:
                 # grad * grad; variance.lerp_(grad_squared, one_minus_beta2_t)
                 variance = K.lerp(variance, K.multiply(g, g, zero), s["one_minus_beta2"])
@@ -215,7 +241,7 @@ def _norms(arrays: list[jax.Array], zero: jax.Array) -> jax.Array:
     return jnp.stack(norms)
 
 
-def _factored(g, row_var, col_var, eps1, s, zero):
+def _factored_moment(g, row_var, col_var, eps1, s, zero):
     """torch's factored second moment of a >= 2-d gradient and its estimate ``R C / mean(R)``
     (``eps1``: already rounded to the storage dtype)."""
     w = s["one_minus_beta2"]

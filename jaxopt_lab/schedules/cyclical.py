@@ -20,6 +20,15 @@ from jaxopt_lab.schedules.replay import as_float, call_user, closed_form, cos, s
 _CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
 
 
+def _check_cycle_momentum(cycle_momentum: bool) -> None:
+    """A momentum schedule exists only with ``cycle_momentum`` (both momentum factories)."""
+    if not cycle_momentum:
+        raise ValueError(
+            "cycle_momentum=False: torch leaves the optimizer's momentum unchanged, so there is "
+            "no momentum schedule to build"
+        )
+
+
 def _cyclic(
     low: float,
     high: float,
@@ -172,11 +181,7 @@ def cyclic_momentum(
         ValueError: if ``cycle_momentum`` is False (torch then leaves the momentum unchanged).
     """
     del base_lr, max_lr
-    if not cycle_momentum:
-        raise ValueError(
-            "cycle_momentum=False: torch leaves the optimizer's momentum unchanged, so there is "
-            "no momentum schedule to build"
-        )
+    _check_cycle_momentum(cycle_momentum)
     base_momentum, max_momentum = float(base_momentum), float(max_momentum)
     value = _cyclic(
         base_momentum,
@@ -201,6 +206,21 @@ def cyclic_momentum(
 
 
 _ONE_CYCLE_LIMIT = "Tried to step {} times. The specified number of total steps is {}"
+
+
+def _one_cycle_schedule(
+    name: str, value: Callable[[Any], Num], total: int, horizon: int, base_lr: float | None
+) -> LRSchedule:
+    """A 1cycle schedule (lr or momentum): valid for counts 0 .. ``total``, as torch's."""
+    return closed_form(
+        name,
+        value,
+        horizon=horizon,
+        base_lr=base_lr,
+        end=total + 1,
+        chainable=False,
+        max_count=(total, _ONE_CYCLE_LIMIT.format("{}", total)),
+    )
 
 
 def _one_cycle(
@@ -349,15 +369,7 @@ def one_cycle_lr(
         final_div_factor=final_div_factor,
         three_phase=three_phase,
     )
-    return closed_form(
-        name,
-        value,
-        horizon=horizon,
-        base_lr=initial_lr,
-        end=total + 1,
-        chainable=False,
-        max_count=(total, _ONE_CYCLE_LIMIT.format("{}", total)),
-    )
+    return _one_cycle_schedule(name, value, total, horizon, base_lr=initial_lr)
 
 
 def one_cycle_momentum(
@@ -391,11 +403,7 @@ def one_cycle_momentum(
         ValueError: if ``cycle_momentum`` is False (torch then leaves the momentum unchanged).
     """
     del max_lr, div_factor, final_div_factor
-    if not cycle_momentum:
-        raise ValueError(
-            "cycle_momentum=False: torch leaves the optimizer's momentum unchanged, so there is "
-            "no momentum schedule to build"
-        )
+    _check_cycle_momentum(cycle_momentum)
     hi, lo = float(max_momentum), float(base_momentum)
     total, value = _one_cycle(
         total_steps, epochs, steps_per_epoch, pct_start, anneal_strategy, three_phase, hi, lo, hi
@@ -408,12 +416,4 @@ def one_cycle_momentum(
         max_momentum=hi,
         three_phase=three_phase,
     )
-    return closed_form(
-        name,
-        value,
-        horizon=horizon,
-        base_lr=None,
-        end=total + 1,
-        chainable=False,
-        max_count=(total, _ONE_CYCLE_LIMIT.format("{}", total)),
-    )
+    return _one_cycle_schedule(name, value, total, horizon, base_lr=None)
