@@ -28,7 +28,7 @@ uncoalesced ``sparse_coo_tensor``, as ``nn.Embedding(sparse=True)`` gives). Impl
 
 * ``jol``: ``jax.jit(opt.update, donate_argnums=(0, 2))`` as a user gets it: float32 leaves of
   at least ``jaxopt_lab.optim.native.MIN_SIZE`` elements (per kernel) take the one-pass C++ kernel
-  (Adam, AdamW, AMSGrad, momentum SGD), the rest XLA's fused loops;
+  (Adam, AdamW, AMSGrad, momentum SGD, RAdam, NAdam), the rest XLA's fused loops;
 * ``jol_xla`` / ``jol_kernel``: the same with ``JAXOPT_LAB_NATIVE=off`` (XLA only) /
   ``=always`` (the kernel for every float32 leaf); ``--sizes 4k,16k,64k,256k --impls
   jol_xla,jol_kernel`` measures where the kernel starts to pay (``MIN_SIZE``);

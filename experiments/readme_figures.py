@@ -176,6 +176,8 @@ NOT_COUNTED = {
     ("test_losses", "test_tolerance_is_not_vacuous"): "checks the test's tolerance, not an input",
     ("test_schedules", "test_invalid_input_in_torch"): "schedule_cases.BAD's rows run in torch",
     ("test_swa_utils", "test_invalid_rows_are_torchs_errors"): "cases.INVALID's rows in torch",
+    ("test_crosscheck", "test_cli_error_is_the_exit_status_of_a_fresh_process"): "a CLI_ERRORS "
+    "row again, as a real process",
 }
 
 
@@ -285,6 +287,8 @@ def kernel_thresholds() -> str:
         "jaxopt_lab_adam_f32": "Adam/AdamW",
         "jaxopt_lab_amsgrad_f32": "AMSGrad",
         "jaxopt_lab_sgd_momentum_f32": "momentum SGD",
+        "jaxopt_lab_radam_f32": "RAdam",
+        "jaxopt_lab_nadam_f32": "NAdam",
     }
     by_size: dict[int, list[str]] = {}
     for target, size in _native.MIN_SIZE.items():

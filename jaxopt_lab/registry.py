@@ -129,6 +129,7 @@ ALGORITHMS: tuple[Algorithm, ...] = (
         optax_differences="optax keeps beta1 constant; torch uses mu_t = beta1 (1 - 0.5 * "
         "0.96^(t * momentum_decay)) and a running product of mu (0.39 apart at step 1 with the "
         "defaults; the same maths once mu_t = beta1)",
+        kernels=("jaxopt_lab_nadam_f32",),
     ),
     Algorithm(
         "radam",
@@ -138,6 +139,7 @@ ALGORITHMS: tuple[Algorithm, ...] = (
         optax_differences="optax adds eps to sqrt(nu_hat) where torch's effective eps is "
         "eps / sqrt(bias_correction2) (0.37 apart at step 10 for |g| ~ 1e-7; the same with "
         "eps=0); no weight decay (chained after optax.add_decayed_weights: torch's)",
+        kernels=("jaxopt_lab_radam_f32",),
     ),
     Algorithm(
         "adamax",

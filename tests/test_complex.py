@@ -179,7 +179,15 @@ def test_complex128_trajectory(case):
 
 
 @pytest.mark.requires_kernels
-@pytest.mark.parametrize("make", [lambda: jol.adam(1e-3, amsgrad=True), lambda: jol.sgd(0.01, 0.9)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: jol.adam(1e-3, amsgrad=True),
+        lambda: jol.sgd(0.01, 0.9),
+        lambda: jol.radam(1e-3, weight_decay=0.1),
+        lambda: jol.nadam(2e-3, weight_decay=0.1),
+    ],
+)
 def test_complex_leaves_skip_the_native_kernels(make, monkeypatch):
     """Buffers keep the params' complex dtype, as torch's state does, and complex leaves take
     the pure rule even with the float32 kernels forced on (``JAXOPT_LAB_NATIVE=always``)."""
@@ -187,9 +195,10 @@ def test_complex_leaves_skip_the_native_kernels(make, monkeypatch):
     grads = jax.tree.map(lambda x: x * 0.25, params)
     opt = make()
     state = opt.init(params)
-    for field in state._fields[1:]:
-        if getattr(state, field) is not None:
-            assert jax.tree.map(lambda x: x.dtype, getattr(state, field)) == {
+    for field in state._fields[1:]:  # params-shaped buffers (NAdam's 0-d mu_product is real)
+        tree = getattr(state, field)
+        if tree is not None and jax.tree.map(jnp.shape, tree) == jax.tree.map(jnp.shape, params):
+            assert jax.tree.map(lambda x: x.dtype, tree) == {
                 "w": jnp.complex64,
                 "b": jnp.float32,
             }

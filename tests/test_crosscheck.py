@@ -250,10 +250,7 @@ CLI_ERRORS = [
 ]
 
 
-def _assert_one_line_error(
-    result: Result | subprocess.CompletedProcess[str], code: int, message: str
-) -> None:
-    assert result.returncode == code
+def _assert_one_line_error(result: Result | subprocess.CompletedProcess[str], message: str) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert lines[0].startswith("cifar10.py: error:")
@@ -261,13 +258,16 @@ def _assert_one_line_error(
 
 @pytest.mark.parametrize(("args", "code", "message"), CLI_ERRORS, ids=lambda x: str(x))
 def test_cli_errors_are_one_line(args: list[str], code: int, message: str, tmp_path: Path) -> None:
-    _assert_one_line_error(_main(*args, "--out", str(tmp_path / "out")), code, message)
+    result = _main(*args, "--out", str(tmp_path / "out"))
+    assert result.returncode == code
+    _assert_one_line_error(result, message)
 
 
 def test_cli_error_is_the_exit_status_of_a_fresh_process(tmp_path: Path) -> None:
     """``main``'s status reaches the shell: one row of CLI_ERRORS again, as a real process."""
     result = _cli("--data", "/nonexistent/cifar10", "--out", str(tmp_path / "out"))
-    _assert_one_line_error(result, 1, "dataset not found")
+    assert result.returncode == 1
+    _assert_one_line_error(result, "dataset not found")
 
 
 def test_cli_unwritable_output_is_one_line(npz: Path, tmp_path: Path) -> None:

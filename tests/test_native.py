@@ -1,9 +1,10 @@
 """The one-pass CPU kernels (``jaxopt_lab.optim.native``) equal the pure-JAX rules bit for bit.
 
-Each row of ``cases.CASES`` that has a kernel (Adam, AdamW, AMSGrad, momentum SGD) runs a few
-steps twice, ``JAXOPT_LAB_NATIVE=off`` (XLA) and ``=always`` (kernel), on one problem holding
-every kind of leaf (``LEAVES``); params, every state buffer and the count must be identical,
-signed zeros and subnormals included (NaNs: same places, see the test). torch parity of the
+Each row of ``cases.CASES`` that has a kernel (Adam, AdamW, AMSGrad, momentum SGD, RAdam,
+NAdam), and the rows of ``EXTRA_CASES``, runs a few steps twice, ``JAXOPT_LAB_NATIVE=off`` (XLA)
+and ``=always`` (kernel), on one problem holding every kind of leaf (``LEAVES``), with x64 on and
+off; params, every state buffer and the count must be identical, signed zeros and subnormals
+included (NaNs: same places, see the test). torch parity of the
 kernels themselves is ``test_parity.py``'s ``kernel`` rows. The rest: routing under ``auto``,
 in-place updates under donation, derivatives and ``vmap`` through a kernel, and the lowering for
 GPU (the pure rule, no custom call).
@@ -21,15 +22,29 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _reference import bitwise_equal, ulp_distance
-from cases import CASES
+from cases import CASES, Case
 
 import jaxopt_lab as jol
 from jaxopt_lab.optim import native as _native
 
-KERNEL_CASES = [c for c in CASES if c.has_kernel]
 KERNELS = _native.status()
-STEPS = 4
-TARGETS = ("jaxopt_lab_adam_f32", "jaxopt_lab_amsgrad_f32", "jaxopt_lab_sgd_momentum_f32")
+TARGETS = tuple(_native.MIN_SIZE)
+# Scheduled weight decays that are 0 on some steps: torch's `if weight_decay != 0` is then taken
+# per step (the kernels' decay mode 3), and a skipped L2 term keeps a -0.0 gradient's sign.
+
+
+def _sometimes_zero(count: jax.Array) -> jax.Array:
+    return jnp.where(count % 2 == 0, 0.0, 0.1)
+
+
+EXTRA_CASES = [
+    Case("radam", {"lr": 1e-3, "weight_decay": _sometimes_zero}, "wd-sometimes-zero"),
+    Case("nadam", {"lr": 2e-3, "weight_decay": _sometimes_zero}, "wd-sometimes-zero"),
+]
+KERNEL_CASES = [c for c in CASES if c.has_kernel] + EXTRA_CASES
+# RAdam rectifies from step 6 at the earliest (rho_t < t): 8 steps take both branches.
+STEPS = {"radam": 8}
+DEFAULT_STEPS = 4
 
 
 def _values(rng: np.random.Generator, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
@@ -59,27 +74,28 @@ LEAVES = [
 SPECIALS = (np.nan, np.inf, -np.inf)  # written at the start of the last leaf's grads
 
 
-def _problem(seed: int = 0):
+def _problem(seed: int = 0, steps: int = DEFAULT_STEPS):
     rng = np.random.default_rng(seed)
     params = [jnp.asarray(_values(rng, s, d)) for s, d in LEAVES]
     grads = []
-    for _ in range(STEPS):
+    for _ in range(steps):
         step = [_values(rng, s, d) for s, d in LEAVES]
         step[-1][: len(SPECIALS)] = SPECIALS
         grads.append([jnp.asarray(g) for g in step])
     return params, grads
 
 
-def _trajectory(case, mode: str, monkeypatch) -> list:
+def _trajectory(case, mode: str, monkeypatch, x64: bool = True) -> list:
     monkeypatch.setenv("JAXOPT_LAB_NATIVE", mode)  # read when the update is first traced
-    opt = case.make()
-    params, grads = _problem()
-    state = opt.init(params)
-    update = jax.jit(opt.update, donate_argnums=(0, 2))
-    out = []
-    for g in grads:
-        params, state = update(params, g, state)
-        out.append(jax.tree.map(np.asarray, (params, state)))
+    with jax.enable_x64(x64):  # off: float64 leaves are float32 ones (more kernel leaves)
+        opt = case.make()
+        params, grads = _problem(steps=STEPS.get(case.algo, DEFAULT_STEPS))
+        state = opt.init(params)
+        update = jax.jit(opt.update, donate_argnums=(0, 2))
+        out = []
+        for g in grads:
+            params, state = update(params, g, state)
+            out.append(jax.tree.map(np.asarray, (params, state)))
     return out
 
 
@@ -113,14 +129,23 @@ def test_extension_is_built():
     assert KERNELS.available, KERNELS.reason
 
 
+def _kernel_params():
+    """Every kernel row with x64 on (the suite's mode); RAdam's and NAdam's with x64 off too,
+    where their step scalars (r_t, the per-leaf step sizes) are double-single arithmetic."""
+    for c in KERNEL_CASES:
+        yield pytest.param(c, True, id=f"{c.id}-x64-on")
+        if c.algo in ("radam", "nadam"):
+            yield pytest.param(c, False, id=f"{c.id}-x64-off")
+
+
 @pytest.mark.requires_kernels
-@pytest.mark.parametrize("case", KERNEL_CASES, ids=lambda c: c.id)
-def test_kernel_equals_pure_rule(case, monkeypatch):
+@pytest.mark.parametrize(("case", "x64"), list(_kernel_params()))
+def test_kernel_equals_pure_rule(case, x64, monkeypatch):
     """Bit for bit, except a NaN's sign and payload: IEEE 754 leaves them open, and x86 takes
     them from the first NaN operand, so an FMA whose operands LLVM orders differently (XLA vs
     g++) may give -NaN for NaN. Where the NaNs are, and every other bit, must agree."""
-    pure = _trajectory(case, "off", monkeypatch)
-    kernel = _trajectory(case, "always", monkeypatch)
+    pure = _trajectory(case, "off", monkeypatch, x64)
+    kernel = _trajectory(case, "always", monkeypatch, x64)
     for step, (a, b) in enumerate(zip(pure, kernel, strict=True)):
         leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
         assert len(leaves_a) == len(leaves_b)
@@ -143,9 +168,18 @@ def _kernel_leaf_shapes(hlo: str) -> set[str]:
     KERNELS.available and not KERNELS.hardware_fma,
     reason=f"auto keeps XLA's loops: this build has no hardware FMA here ({KERNELS.build})",
 )
-def test_kernel_is_used_where_it_should(monkeypatch):
+@pytest.mark.parametrize(
+    ("make", "target"),
+    [
+        (lambda: jol.adam(1e-3), "jaxopt_lab_adam_f32"),
+        (lambda: jol.radam(1e-3), "jaxopt_lab_radam_f32"),
+        (lambda: jol.nadam(2e-3), "jaxopt_lab_nadam_f32"),
+    ],
+    ids=["adam", "radam", "nadam"],
+)
+def test_kernel_is_used_where_it_should(make, target, monkeypatch):
     """Which leaves the kernel updates, per mode: float32 and >= MIN_SIZE under ``auto``."""
-    big = _native.MIN_SIZE["jaxopt_lab_adam_f32"]
+    big = _native.MIN_SIZE[target]
     small = big - 1
     params = {
         "big": jnp.zeros((big,), jnp.float32),
@@ -155,7 +189,7 @@ def test_kernel_is_used_where_it_should(monkeypatch):
     expected = {"auto": {f"f32[{big}]"}, "always": {f"f32[{big}]", f"f32[{small}]"}, "off": set()}
     for mode, shapes in expected.items():
         monkeypatch.setenv("JAXOPT_LAB_NATIVE", mode)
-        opt = jol.adam(1e-3)  # a new optimizer: the mode is read when its update is traced
+        opt = make()  # a new optimizer: the mode is read when its update is traced
         hlo = _hlo(opt.update, params, params, opt.init(params))
         assert _kernel_leaf_shapes(hlo) == shapes, mode
         assert _kernel_calls(hlo) == (1 if shapes else 0), mode  # all of them in one call
@@ -167,15 +201,26 @@ def test_kernel_updates_in_place_when_donated(monkeypatch):
     monkeypatch.setenv("JAXOPT_LAB_NATIVE", "always")
     n = 4099
     params = [jnp.zeros((n,), jnp.float32)]
-    for opt in (jol.adam(1e-3, amsgrad=True), jol.sgd(1e-2, momentum=0.9)):
+    for opt in (
+        jol.adam(1e-3, amsgrad=True),
+        jol.sgd(1e-2, momentum=0.9),
+        jol.radam(1e-3),
+        jol.nadam(2e-3),
+    ):
         hlo = _hlo(opt.update, params, params, opt.init(params))
         assert _kernel_calls(hlo) == 1
         assert f"f32[{n}]{{0}} copy(" not in hlo
 
 
-GRAD_CASES = [
-    c for c in KERNEL_CASES if c.id in ("sgd-nesterov", "adam-amsgrad-wd", "adamw-wd-maximize")
-]
+GRAD_IDS = (
+    "sgd-nesterov",
+    "adam-amsgrad-wd",
+    "adamw-wd-maximize",
+    "radam-decoupled-maximize",
+    "nadam-wd",
+    "nadam-wd-sometimes-zero",
+)
+GRAD_CASES = [c for c in KERNEL_CASES if c.id in GRAD_IDS]
 
 
 @pytest.mark.requires_kernels
@@ -188,8 +233,11 @@ def test_derivatives_and_vmap_through_a_kernel(case, monkeypatch):
     differently: ``(3 q^2) * (-lr)`` in one, ``q^2 * (-3 lr)`` in the other (read in the
     compiled HLO for momentum SGD). For the SGD rows the derivative is a product of at most four
     rounded factors (``3``, ``q^2``, ``-lr``, ``1 + momentum``); each association is within
-    2 ULP of the exact product, so two associations are within 4 ULP of each other. Measured
-    here: 2 (Nesterov), 0 for the Adam rows, whose graphs simplify alike.
+    2 ULP of the exact product, so two associations are within 4 ULP of each other. RAdam's
+    first (unrectified) step has five for the gradient (``3``, ``q^2``, ``1 - beta1``,
+    ``1 / bias_correction1``, ``lr``): four roundings, each association again within 2 ULP.
+    Measured here: 2 (SGD Nesterov, RAdam), 0 for the Adam and NAdam rows, whose graphs
+    simplify alike.
     """
     rng = np.random.default_rng(3)
     p = {"w": jnp.asarray(rng.standard_normal((4, 33)), jnp.float32)}
@@ -213,10 +261,19 @@ def test_derivatives_and_vmap_through_a_kernel(case, monkeypatch):
 
 
 @pytest.mark.requires_kernels
-def test_gpu_lowering_uses_the_pure_rule(monkeypatch):
+@pytest.mark.parametrize(
+    ("make", "target"),
+    [
+        (lambda: jol.adam(1e-3, amsgrad=True), "jaxopt_lab_amsgrad_f32"),
+        (lambda: jol.radam(1e-3), "jaxopt_lab_radam_f32"),
+        (lambda: jol.nadam(2e-3), "jaxopt_lab_nadam_f32"),
+    ],
+    ids=["amsgrad", "radam", "nadam"],
+)
+def test_gpu_lowering_uses_the_pure_rule(make, target, monkeypatch):
     """Lowered for CUDA the update calls no kernel (``platform_dependent``); for CPU it does."""
     monkeypatch.setenv("JAXOPT_LAB_NATIVE", "always")
-    opt = jol.adam(1e-3, amsgrad=True)
+    opt = make()
     p = {"w": jnp.ones((10,), jnp.float32)}
     checks = [jax.export.DisabledSafetyCheck.custom_call(t) for t in TARGETS]
 
@@ -224,5 +281,5 @@ def test_gpu_lowering_uses_the_pure_rule(monkeypatch):
         exp = jax.export.export(jax.jit(opt.update), platforms=[platform], disabled_checks=checks)
         return exp(p, p, opt.init(p)).mlir_module()
 
-    assert "jaxopt_lab_amsgrad_f32" not in exported("cuda")
-    assert "jaxopt_lab_amsgrad_f32" in exported("cpu")
+    assert target not in exported("cuda")
+    assert target in exported("cpu")

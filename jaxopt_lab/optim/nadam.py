@@ -6,22 +6,27 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxopt_lab.optim import double as _double
 from jaxopt_lab.optim import kernels as K
+from jaxopt_lab.optim import native as _native
 from jaxopt_lab.optim.base import Optimizer, ScalarOrSchedule
 from jaxopt_lab.optim.checks import (
     check_adam_family,
     check_ignored_flags,
+    is_dynamic,
     may_be_nonzero,
     nonnegative,
 )
 from jaxopt_lab.optim.leafwise import (
     GroupContext,
+    LeafContext,
     ScalarMath,
     computed_once,
     constant_scalars,
     grouped,
+    l2_weight_decay,
     materialized,
 )
 
@@ -93,6 +98,8 @@ def nadam(
       * torch keeps a float32 ``step`` tensor per parameter; here one int32 ``count``.
       * torch's ``mu_product`` dtype follows ``torch.get_default_dtype()``; here it is float32,
         torch's default (a float64 default dtype makes torch keep it in float64).
+      * A dynamic ``weight_decay`` (a schedule, or a traced value) of 0 skips the L2 term, as
+        torch's ``if weight_decay != 0`` does (the decoupled factor ``1 - lr * 0`` is exact).
       * optax's ``nadam`` (``adam(..., nesterov=True)``) has no momentum schedule: it uses a
         constant :math:`\beta_1` in place of :math:`\mu_t, \mu_{t+1}` and the plain Adam bias
         corrections, and puts ``eps`` after the bias-corrected root.
@@ -102,6 +109,7 @@ def nadam(
         lr, betas, eps, weight_decay, nonnegative("momentum_decay", momentum_decay)
     )
     use_decay = may_be_nonzero(weight_decay)
+    dynamic_decay = use_decay and is_dynamic(weight_decay)
 
     def init_leaf(p: jax.Array) -> tuple[Any, ...]:
         # torch.tensor(1.0, dtype=_get_scalar_dtype()): float32 whatever the param dtype
@@ -169,7 +177,10 @@ def nadam(
             if decoupled_weight_decay:
                 p = K.mul(p, s["decay"], zero)  # param.mul_(1 - lr * weight_decay)
             else:
-                g = K.add(g, p, s["weight_decay"])  # grad.add(param, alpha=weight_decay)
+                # grad.add(param, alpha=weight_decay), on the real views (torch's NAdam takes
+                # view_as_real first), where the step's weight_decay != 0
+                real = LeafContext(jnp.zeros((), jnp.int32), s, zero)
+                g = l2_weight_decay(g, p, s["weight_decay"], real, dynamic_decay)
         exp_avg = K.lerp(exp_avg, g, s["one_minus_beta1"])  # exp_avg.lerp_(grad, 1 - beta1)
         # exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         exp_avg_sq = K.addcmul(K.mul(exp_avg_sq, s["beta2"], zero), g, g, s["one_minus_beta2"])
@@ -179,6 +190,12 @@ def nadam(
         p = K.addcdiv(p, exp_avg, denom, value2)  # value=(-lr * mu_next) / (1 - mu_product_next)
         return p, exp_avg, exp_avg_sq
 
+    target = "jaxopt_lab_nadam_f32"
+
+    def native_rule(p, g, exp_avg, exp_avg_sq, packed, value1, value2, zero):  # from one_pass
+        s = _native.unpack(packed, _native.NADAM_SCALARS)
+        return rule(p, g, exp_avg, exp_avg_sq, value1, value2, s, zero)
+
     def update_group(ps, gs, bufs, ctx: GroupContext):
         mps, c1s, c2s = step_sizes([b[2] for b in bufs], ctx)
         # the step sizes and the step's scalars: computed once (one cond), not in each leaf's loop
@@ -186,11 +203,36 @@ def nadam(
         dynamic = {k: v for k, v in scalars.items() if k not in constant}
         c1s, c2s, dynamic = computed_once((c1s, c2s, dynamic), ctx.zero)
         scalars.update(dynamic)
-        new_ps, new_bufs = [], []
-        for i, (p, g, (m, v, _)) in enumerate(zip(ps, gs, bufs, strict=True)):
+
+        # Leaves carry their index through route, for their entries of c1s and c2s.
+        def update_leaf(p, g, leaf_bufs, _):
+            m, v, i = leaf_bufs
             p, m, v = rule(p, g, m, v, c1s[i], c2s[i], scalars, ctx.zero)
-            new_ps.append(p)
-            new_bufs.append((m, v, mps[i]))
-        return new_ps, new_bufs
+            return p, (m, v, i)
+
+        def kernel(ps, gs, leaf_bufs, _):  # the float32 leaves, in one call
+            idx = [i for _, _, i in leaf_bufs]
+            every = idx == list(range(len(bufs)))
+            value1, value2 = (c1s, c2s) if every else (c1s[np.asarray(idx)], c2s[np.asarray(idx)])
+            new_p, new_m, new_v = _native.one_pass(
+                target,
+                native_rule,
+                [ps, gs, [b[0] for b in leaf_bufs], [b[1] for b in leaf_bufs]],
+                outputs=(0, 2, 3),
+                operands=(_native.pack(scalars, _native.NADAM_SCALARS),),
+                leaf_operands=(value1, value2),
+                rule_only=(ctx.zero,),
+                decay=_native.decay_mode(use_decay, decoupled_weight_decay, dynamic_decay),
+                maximize=maximize,
+            )
+            return new_p, list(zip(new_m, new_v, idx, strict=True))
+
+        indexed = [(m, v, i) for i, (m, v, _) in enumerate(bufs)]
+        if ctx.complex:  # real views of complex leaves: the pure rule (as leafwise does)
+            out = [update_leaf(p, g, b, None) for p, g, b in zip(ps, gs, indexed, strict=True)]
+            new_ps, new_bufs = [p for p, _ in out], [b for _, b in out]
+        else:
+            new_ps, new_bufs = _native.route(ps, gs, indexed, ctx, update_leaf, kernel, target)
+        return new_ps, [(m, v, mps[i]) for m, v, i in new_bufs]
 
     return grouped("nadam", init_leaf, update_group, scalars, NAdamState)

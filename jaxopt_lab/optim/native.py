@@ -1,18 +1,22 @@
-"""One-pass CPU kernels for the float32 leaves of Adam, AdamW, AMSGrad and momentum SGD.
+"""One-pass CPU kernels for the float32 leaves of Adam, AdamW, AMSGrad, momentum SGD, RAdam
+(RAdamW) and NAdam (NAdamW).
 
 XLA:CPU compiles an Adam step into three loops over memory (new ``m``, new ``v``, new ``p``),
 ~40 bytes per float32 parameter where one pass moves 28; a momentum step into two; and it runs
-one set of loops per leaf. The C++ handlers in ``csrc/native.cc`` (XLA FFI custom calls, built
-with the package by ``setup.py``) update all of an optimizer's float32 leaves in one call and one
-pass, with torch's single-tensor arithmetic in the same order and roundings as the pure rules:
-the results are bitwise equal to the pure-JAX path (``tests/test_native.py``), hence to torch
-(``test_parity.py``'s kernel rows). Large leaves are shared out over XLA's CPU thread pool.
+one set of loops per leaf. RAdam and NAdam take Adam's three loops with 2 and 3 true divisions
+per element (torch's rounding; optax's formulas need 1). The C++ handlers in ``csrc/native.cc``
+(XLA FFI custom calls, built with the package by ``setup.py``) update all of an optimizer's
+float32 leaves in one call and one pass, with torch's single-tensor arithmetic in the same order
+and roundings as the pure rules: the results are bitwise equal to the pure-JAX path
+(``tests/test_native.py``), hence to torch (``test_parity.py``'s kernel rows). Large leaves are
+shared out over XLA's CPU thread pool.
 
 Which leaves take the kernel is decided when the update is traced:
 
 * ``JAXOPT_LAB_NATIVE`` unset or ``auto``: float32 leaves of at least :data:`MIN_SIZE` elements
-  (per kernel: 4,096 for Adam, 65,536 for momentum SGD), if the kernels can run (below) and
-  compute ``fma`` with a hardware instruction on this CPU;
+  (per kernel, from a measurement: 4,096 for Adam and RAdam, 16,384 for NAdam, 65,536 for
+  momentum SGD), if the kernels can run (below) and compute ``fma`` with a hardware instruction
+  on this CPU;
 * ``JAXOPT_LAB_NATIVE=always``: every float32 leaf; ``=off``: none (XLA's loops only).
 
 The kernels run on CPU only: lowered for another backend (GPU, TPU) the same call is the pure
@@ -57,6 +61,8 @@ MIN_SIZE = {
     "jaxopt_lab_adam_f32": 4096,
     "jaxopt_lab_amsgrad_f32": 4096,
     "jaxopt_lab_sgd_momentum_f32": 65536,
+    "jaxopt_lab_radam_f32": 4096,
+    "jaxopt_lab_nadam_f32": 16384,
 }
 """Per kernel, the smallest leaf (in elements) it takes under ``JAXOPT_LAB_NATIVE=auto``.
 
@@ -65,8 +71,39 @@ jol_xla,jol_kernel --optimizers momentum,adam,amsgrad --no-rss --out bench_updat
 (timings, machine and versions: ``experiments/results/bench_update_threshold.md``): Adam's kernel
 ties XLA's three loops at 4k elements and wins from 16k on; momentum SGD's two XLA loops are
 cheap, so its kernel loses at 16k and wins from 64k. Below ~16k a step is dispatch-bound either
-way.
+way. RAdam and NAdam: ``--sizes 1000x1k,4k,16k,64k,256k,1m --impls jol_xla,jol_kernel
+--optimizers nadam,radam --no-rss --out bench_update_rest_threshold`` (fastest runs): RAdam's
+kernel ties XLA at 4k and wins from 16k (as Adam's); NAdam's ties at 4k and 16k and wins from
+64k.
 """
+
+RADAM_SCALARS = (
+    "one_minus_beta1",
+    "beta2",
+    "one_minus_beta2",
+    "eps",
+    "weight_decay",
+    "decay",
+    "lr",
+    "bias_correction1",
+    "bias_correction2_sqrt",
+    "rect",
+    "rectify",
+)
+"""The RAdam step scalars, in the order of ``RadamScalars`` in ``csrc/native.cc`` (``rectify``:
+1 where torch's ``rho_t > 5``, else 0)."""
+
+NADAM_SCALARS = (
+    "one_minus_beta1",
+    "beta2",
+    "one_minus_beta2",
+    "eps",
+    "weight_decay",
+    "decay",
+    "bias_correction2",
+)
+"""The NAdam step scalars, in the order of ``NadamScalars`` in ``csrc/native.cc``; its two
+``addcdiv`` values are per leaf (torch's ``mu_product`` is per parameter): two more operands."""
 
 ADAM_SCALARS = (
     "one_minus_beta1",
@@ -82,6 +119,18 @@ ADAM_SCALARS = (
 
 SGD_SCALARS = ("neg_lr", "momentum", "one_minus_dampening", "weight_decay")
 """The momentum-SGD step scalars, in the order of ``SgdScalars`` in ``csrc/native.cc``."""
+
+
+def decay_mode(use_decay: bool, decoupled: bool, dynamic: bool = False) -> int:
+    """The Adam-family kernels' ``decay`` attribute: 0 none, 1 L2 (``grad.add(param, alpha=wd)``),
+    2 decoupled (``param.mul_(1 - lr * wd)``), 3 L2 on the steps whose rounded ``weight_decay``
+    is non-zero (a scheduled or traced one: :func:`jaxopt_lab.optim.leafwise.l2_weight_decay`)."""
+    if not use_decay:
+        return 0
+    if decoupled:
+        return 2
+    return 3 if dynamic else 1
+
 
 MODES = ("auto", "off", "always")
 
@@ -199,9 +248,12 @@ def _load() -> Status:
     return Status(True, "", build, jaxlib)
 
 
-# Per handler: operands (a list: the packed step scalars; an int: SGD's count; a float: a leaf of
-# 3 equal elements), attributes, and the results, exact in float32. Roles as in ``one_pass``.
+# Per handler: operands (a list: the packed step scalars, or NAdam's per-leaf values of its one
+# leaf; an int: SGD's count; a float: a leaf of 3 equal elements), attributes, and the results,
+# exact in float32. Roles as in ``one_pass``.
 _ADAM_TEST = [0.5, 0.5, 0.25, 0.0, 0.0, 1.0, -0.5, 1.0]  # ADAM_SCALARS, see csrc/native.cc
+_RADAM_TEST = [0.5, 0.5, 0.25, 0.0, 0.0, 1.0, 0.5, 0.5, 1.0, 0.5, 1.0]  # RADAM_SCALARS
+_NADAM_TEST = [0.5, 0.5, 0.25, 0.0, 0.0, 1.0, 0.25]  # NADAM_SCALARS
 _SELF_TESTS = (
     (  # m = lerp(0, 2, 0.5) = 1, v = 0.25 * 2 * 2 = 1, p = 1 - 0.5 * 1 / (sqrt(1) / 1 + 0)
         "jaxopt_lab_adam_f32",
@@ -220,6 +272,18 @@ _SELF_TESTS = (
         ([-0.5, 0.5, 1.0, 0.0], 1, 1.0, 2.0, 2.0),
         {"decay": False, "maximize": False, "nesterov": False},
         (-0.5, 3.0),
+    ),
+    (  # m = 1, v = 1 as Adam's; rectified: p = 1 - (1 / 0.5 * 0.5) * (1 / (sqrt(1) + 0) * 1) * 0.5
+        "jaxopt_lab_radam_f32",
+        (_RADAM_TEST, 1.0, 2.0, 0.0, 0.0),
+        {"decay": 0, "maximize": False},
+        (0.5, 1.0, 1.0),
+    ),
+    (  # m = 1, v = 1, denom = sqrt(1 / 0.25) = 2: p = 1 + (-0.25 * 2) / 2 + (-0.5 * 1) / 2
+        "jaxopt_lab_nadam_f32",
+        (_NADAM_TEST, [-0.25], [-0.5], 1.0, 2.0, 0.0, 0.0),
+        {"decay": 0, "maximize": False},
+        (0.5, 1.0, 1.0),
     ),
 )
 
@@ -339,6 +403,7 @@ def one_pass(
     outputs: Sequence[int],
     operands: Sequence[jax.Array],
     rule_only: Sequence[jax.Array] = (),
+    leaf_operands: Sequence[jax.Array] = (),
     **attrs: Any,
 ) -> list[list[jax.Array]]:
     """Apply a per-leaf ``rule`` to many leaves in one call of the FFI ``target``, in place.
@@ -347,20 +412,24 @@ def one_pass(
       target: the registered handler's name. It takes ``(*operands, *arrays)`` with the arrays
         role-major (every leaf's param, then every leaf's grad, then each state buffer) and
         ``attrs``, and returns the ``outputs`` roles, role-major, each aliasing its input.
-      rule: the pure-JAX rule for one leaf, ``rule(*leaf_arrays, *operands, *rule_only)``,
+      rule: the pure-JAX rule for one leaf,
+        ``rule(*leaf_arrays, *operands, *(x[leaf] for x in leaf_operands), *rule_only)``,
         returning one array per entry of ``outputs``: bitwise what the handler writes. It serves
         other backends (``jax.lax.platform_dependent``) and all derivatives (``custom_jvp``).
       columns: per role, the leaves (all roles the same length and shapes).
       outputs: the roles the results replace, in result order.
       operands: handler operands besides the arrays (packed scalars, a step count).
       rule_only: operands only the pure rule needs.
+      leaf_operands: handler operands after ``operands``, each a vector with one entry per leaf
+        (NAdam's step sizes); the rule gets its leaf's entry.
       attrs: the handler's static attributes.
 
     Returns:
       Per entry of ``outputs``, the new leaves.
     """
     n_roles, n_leaves = len(columns), len(columns[0])
-    n_ops = len(operands)
+    n_scalar_ops = len(operands)
+    n_ops = n_scalar_ops + len(leaf_operands)
     arrays = [x for col in columns for x in col]
     shapes = [jax.ShapeDtypeStruct(x.shape, x.dtype) for r in outputs for x in columns[r]]
     aliases = {
@@ -375,9 +444,15 @@ def one_pass(
         return list(call(*args[:n_native], **attrs))
 
     def pure(*args: jax.Array) -> list[jax.Array]:
-        ops, flat, extra = args[:n_ops], args[n_ops:n_native], args[n_native:]
+        ops, by_leaf = args[:n_scalar_ops], args[n_scalar_ops:n_ops]
+        flat, extra = args[n_ops:n_native], args[n_native:]
         per_leaf = [
-            rule(*[flat[r * n_leaves + leaf] for r in range(n_roles)], *ops, *extra)
+            rule(
+                *[flat[r * n_leaves + leaf] for r in range(n_roles)],
+                *ops,
+                *[x[leaf] for x in by_leaf],
+                *extra,
+            )
             for leaf in range(n_leaves)
         ]
         return [per_leaf[leaf][k] for k in range(len(outputs)) for leaf in range(n_leaves)]
@@ -387,5 +462,5 @@ def one_pass(
         return jax.lax.platform_dependent(*args, cpu=native, default=pure)
 
     f.defjvp(lambda primals, tangents: jax.jvp(pure, primals, tangents))
-    flat_out = f(*operands, *arrays, *rule_only)
+    flat_out = f(*operands, *leaf_operands, *arrays, *rule_only)
     return [flat_out[k * n_leaves : (k + 1) * n_leaves] for k in range(len(outputs))]

@@ -10,6 +10,7 @@ import numpy as np
 
 from jaxopt_lab.optim import double as _double
 from jaxopt_lab.optim import kernels as K
+from jaxopt_lab.optim import native as _native
 from jaxopt_lab.optim.base import Optimizer, ScalarOrSchedule
 from jaxopt_lab.optim.checks import (
     check_adam_family,
@@ -204,10 +205,34 @@ def radam(
     def update_leaf(p, g, bufs, ctx: LeafContext):
         return rule(p, g, bufs, computed_once(ctx.scalars, ctx.zero, constant), ctx)
 
+    target = "jaxopt_lab_radam_f32"
+
+    def native_rule(p, g, exp_avg, exp_avg_sq, packed, zero):  # as one_pass passes them
+        s = _native.unpack(packed, _native.RADAM_SCALARS)
+        ctx = LeafContext(jnp.zeros((), jnp.int32), s, zero)
+        p, (exp_avg, exp_avg_sq) = rule(p, g, (exp_avg, exp_avg_sq), {**s, "minus_one": -1.0}, ctx)
+        return p, exp_avg, exp_avg_sq
+
     def update_leaves(ps, gs, bufs, ctx: LeafContext):  # the scalars once for all the leaves
         s = computed_once(ctx.scalars, ctx.zero, constant)
-        out = [rule(p, g, b, s, ctx) for p, g, b in zip(ps, gs, bufs, strict=True)]
-        return [p for p, _ in out], [b for _, b in out]
+
+        def one(p, g, b, ctx):
+            return rule(p, g, b, s, ctx)
+
+        def kernel(ps, gs, bufs, ctx: LeafContext):  # the float32 leaves, in one call
+            new_p, *new_bufs = _native.one_pass(
+                target,
+                native_rule,
+                [ps, gs, [b[0] for b in bufs], [b[1] for b in bufs]],
+                outputs=(0, 2, 3),
+                operands=(_native.pack(s, _native.RADAM_SCALARS),),
+                rule_only=(ctx.zero,),
+                decay=_native.decay_mode(use_decay, decoupled_weight_decay, dynamic_decay),
+                maximize=maximize,
+            )
+            return new_p, list(zip(*new_bufs, strict=True))
+
+        return _native.route(ps, gs, bufs, ctx, one, kernel, target)
 
     return leafwise(
         "radam", init_leaf, update_leaf, scalars, RAdamState, update_leaves=update_leaves

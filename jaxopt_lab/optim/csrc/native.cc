@@ -3,7 +3,7 @@
 // XLA:CPU compiles an Adam step into three loops over memory (new m, new v, new p): ~40 bytes
 // per float32 parameter instead of the 28 a single pass moves. These handlers make that single
 // pass, doing torch's single-tensor (foreach=False) arithmetic in the same order, with the same
-// roundings, as the pure-JAX rules in jaxopt_lab/_adam.py and jaxopt_lab/_sgd.py:
+// roundings, as the pure-JAX rules in jaxopt_lab/optim/{adam,sgd,radam,nadam}.py:
 //
 //   torch op                        here
 //   a.add(b, alpha=s)               fma(s, b, a)
@@ -13,6 +13,8 @@
 //   a.addcmul(b, c, value=v)        fma(v * b, c, a)
 //   a.addcdiv(b, c, value=v)        a + (v * b) / c
 //   a.sqrt(), a / s, a + s          one IEEE operation each
+//   a * b (two tensors)             one IEEE operation
+//   s / a (Tensor.__rtruediv__)     (1 / a) * s            (a.reciprocal() * s: two roundings)
 //
 // Build flags matter: -ffp-contract=off (no FMA the source does not spell), no -ffast-math
 // (setup.py passes -fno-fast-math after the user's CFLAGS; the #error guards below refuse a build
@@ -354,9 +356,192 @@ ffi::Error SgdMomentumImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
   return ffi::Error::Success();
 }
 
+// ---------------------------------------------------------------------------------------------
+// RAdam / RAdamW (torch.optim._single_tensor_radam).
+
+// kL2WhereNonzero: a scheduled or traced weight decay; torch's `if weight_decay != 0` is taken
+// per step on the rounded scalar (jaxopt_lab.optim.leafwise.l2_weight_decay), here per call.
+constexpr int64_t kL2WhereNonzero = 3;
+
+int64_t StepDecay(int64_t decay, float weight_decay) {
+  if (decay != kL2WhereNonzero) return decay;
+  return weight_decay != 0.0f ? kL2 : kNoDecay;
+}
+
+// The order of jaxopt_lab.optim.native.RADAM_SCALARS. `rectify` is 1 on the steps with
+// rho_t > 5 (a per-step decision made by the JAX side), else 0.
+struct RadamScalars {
+  float one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay, lr, bias_correction1,
+      bias_correction2_sqrt, rect, rectify;
+};
+
+// in: p, g, exp_avg, exp_avg_sq; out: p, exp_avg, exp_avg_sq
+template <int64_t kDecayMode, bool kMaximize, bool kSmallWeight, bool kRectify>
+JOL_CLONES void RadamBlock(const float* const* in, float* const* out, const RadamScalars& s,
+                           int64_t lo, int64_t hi) {
+  const float *p_in = in[0], *g_in = in[1], *m_in = in[2], *v_in = in[3];
+  float *p_out = out[0], *m_out = out[1], *v_out = out[2];
+  const float w = s.one_minus_beta1;
+#pragma GCC ivdep
+  for (int64_t i = lo; i < hi; ++i) {
+    float p = p_in[i];
+    float g = kMaximize ? -g_in[i] : g_in[i];
+    if (kDecayMode == kL2) g = std::fma(s.weight_decay, p, g);   // grad.add(param, alpha=wd)
+    if (kDecayMode == kDecoupled) p = p * s.decay;                // param.mul_(1 - lr * wd)
+    const float m0 = m_in[i];
+    const float diff = g - m0;                                    // exp_avg.lerp_(grad, 1 - b1)
+    const float m = kSmallWeight ? std::fma(w, diff, m0) : std::fma(w - 1.0f, diff, g);
+    const float v_scaled = v_in[i] * s.beta2;                     // exp_avg_sq.mul_(beta2)
+    const float v = std::fma(s.one_minus_beta2 * g, g, v_scaled);  // .addcmul_(g, g, 1 - b2)
+    float update = (m / s.bias_correction1) * s.lr;               // (exp_avg / bc1) * lr
+    if (kRectify) {
+      const float denom = std::sqrt(v) + s.eps;                   // exp_avg_sq.sqrt().add_(eps)
+      // bc2 ** 0.5 / denom is Tensor.__rtruediv__: denom.reciprocal() * scalar
+      const float adaptive = (1.0f / denom) * s.bias_correction2_sqrt;
+      update = (update * adaptive) * s.rect;                      // * adaptive_lr * rect
+    }
+    p_out[i] = p - update;  // param.add_(update, alpha=-1): fma(-1, u, p) is p - u exactly
+    m_out[i] = m;
+    v_out[i] = v;
+  }
+}
+
+using RadamBlockFn = void (*)(const float* const*, float* const*, const RadamScalars&, int64_t,
+                              int64_t);
+
+template <int64_t kDecayMode>
+struct MakeRadam {
+  template <bool kMaximize, bool kSmallWeight, bool kRectify>
+  RadamBlockFn operator()() const {
+    return RadamBlock<kDecayMode, kMaximize, kSmallWeight, kRectify>;
+  }
+};
+
+ffi::Error RadamImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars, ffi::RemainingArgs args,
+                     ffi::RemainingRets rets, int64_t decay, bool maximize) {
+  RadamScalars s;
+  if (auto err = ReadScalars(scalars, &s); err.failure()) return err;
+  Leaves<4, 3> leaves;
+  if (auto err = Collect(args, rets, &leaves); err.failure()) return err;
+  const bool small_weight = std::fabs(s.one_minus_beta1) < 0.5f;
+  const bool rectify = s.rectify > 0.0f;
+  RadamBlockFn fn;
+  switch (StepDecay(decay, s.weight_decay)) {
+    case kL2:
+      fn = WithFlags(MakeRadam<kL2>{}, maximize, small_weight, rectify);
+      break;
+    case kDecoupled:
+      fn = WithFlags(MakeRadam<kDecoupled>{}, maximize, small_weight, rectify);
+      break;
+    default:
+      fn = WithFlags(MakeRadam<kNoDecay>{}, maximize, small_weight, rectify);
+  }
+  RunBlocks(pool, leaves, fn, s);
+  return ffi::Error::Success();
+}
+
+// ---------------------------------------------------------------------------------------------
+// NAdam / NAdamW (torch.optim._single_tensor_nadam). mu_product and the two addcdiv values are
+// per-parameter in torch; the JAX side updates mu_product and passes the values per leaf.
+
+// The order of jaxopt_lab.optim.native.NADAM_SCALARS.
+struct NadamScalars {
+  float one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay, bias_correction2;
+};
+
+// One leaf's scalars: the step's, and its two addcdiv values,
+// value1 = -lr * (1 - mu) / (1 - mu_product), value2 = -lr * mu_next / (1 - mu_product_next).
+struct NadamLeafScalars {
+  NadamScalars step;
+  float value1, value2;
+};
+
+// in: p, g, exp_avg, exp_avg_sq; out: p, exp_avg, exp_avg_sq
+template <int64_t kDecayMode, bool kMaximize, bool kSmallWeight>
+JOL_CLONES void NadamBlock(const float* const* in, float* const* out, const NadamLeafScalars& ls,
+                           int64_t lo, int64_t hi) {
+  const float *p_in = in[0], *g_in = in[1], *m_in = in[2], *v_in = in[3];
+  float *p_out = out[0], *m_out = out[1], *v_out = out[2];
+  const NadamScalars& s = ls.step;
+  const float w = s.one_minus_beta1;
+#pragma GCC ivdep
+  for (int64_t i = lo; i < hi; ++i) {
+    float p = p_in[i];
+    float g = kMaximize ? -g_in[i] : g_in[i];
+    if (kDecayMode == kL2) g = std::fma(s.weight_decay, p, g);   // grad.add(param, alpha=wd)
+    if (kDecayMode == kDecoupled) p = p * s.decay;                // param.mul_(1 - lr * wd)
+    const float m0 = m_in[i];
+    const float diff = g - m0;                                    // exp_avg.lerp_(grad, 1 - b1)
+    const float m = kSmallWeight ? std::fma(w, diff, m0) : std::fma(w - 1.0f, diff, g);
+    const float v_scaled = v_in[i] * s.beta2;                     // exp_avg_sq.mul_(beta2)
+    const float v = std::fma(s.one_minus_beta2 * g, g, v_scaled);  // .addcmul_(g, g, 1 - b2)
+    // exp_avg_sq.div(bias_correction2).sqrt(), then denom.add_(eps)
+    const float denom = std::sqrt(v / s.bias_correction2) + s.eps;
+    p = p + (ls.value1 * g) / denom;                              // param.addcdiv_(g, denom, v1)
+    p_out[i] = p + (ls.value2 * m) / denom;                       // param.addcdiv_(m, denom, v2)
+    m_out[i] = m;
+    v_out[i] = v;
+  }
+}
+
+using NadamBlockFn = void (*)(const float* const*, float* const*, const NadamLeafScalars&,
+                              int64_t, int64_t);
+
+template <int64_t kDecayMode>
+struct MakeNadam {
+  template <bool kMaximize, bool kSmallWeight>
+  NadamBlockFn operator()() const {
+    return NadamBlock<kDecayMode, kMaximize, kSmallWeight>;
+  }
+};
+
+// Runs fn(in, out, per_leaf[leaf], lo, hi) over every block of every leaf.
+template <int kIn, int kOut, typename Fn, typename Scalars>
+void RunLeafBlocks(ffi::ThreadPool& pool, const Leaves<kIn, kOut>& leaves, Fn fn,
+                   const std::vector<Scalars>& per_leaf) {
+  ParallelFor(pool, static_cast<int64_t>(leaves.blocks.size()), leaves.elements,
+              [&](int64_t b) {
+                const auto& [leaf, lo, hi] = leaves.blocks[b];
+                fn(leaves.in[leaf].data(), leaves.out[leaf].data(), per_leaf[leaf], lo, hi);
+              });
+}
+
+ffi::Error NadamImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
+                     ffi::Buffer<ffi::F32> value1, ffi::Buffer<ffi::F32> value2,
+                     ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t decay,
+                     bool maximize) {
+  NadamScalars s;
+  if (auto err = ReadScalars(scalars, &s); err.failure()) return err;
+  Leaves<4, 3> leaves;
+  if (auto err = Collect(args, rets, &leaves); err.failure()) return err;
+  const size_t n = leaves.size.size();
+  if (value1.element_count() != n || value2.element_count() != n) {
+    return ffi::Error::InvalidArgument("expected one pair of step sizes per leaf");
+  }
+  std::vector<NadamLeafScalars> per_leaf(n);
+  for (size_t l = 0; l < n; ++l) {
+    per_leaf[l] = {s, value1.typed_data()[l], value2.typed_data()[l]};
+  }
+  const bool small_weight = std::fabs(s.one_minus_beta1) < 0.5f;
+  NadamBlockFn fn;
+  switch (StepDecay(decay, s.weight_decay)) {
+    case kL2:
+      fn = WithFlags(MakeNadam<kL2>{}, maximize, small_weight);
+      break;
+    case kDecoupled:
+      fn = WithFlags(MakeNadam<kDecoupled>{}, maximize, small_weight);
+      break;
+    default:
+      fn = WithFlags(MakeNadam<kNoDecay>{}, maximize, small_weight);
+  }
+  RunLeafBlocks(pool, leaves, fn, per_leaf);
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
-// Operands: the step scalars (and SGD's count), then the leaves' arrays role-major.
+// Operands: the step scalars (and SGD's count, NAdam's per-leaf values), then the leaves' arrays
+// role-major.
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JolAdamF32, AdamImpl<false>,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
@@ -386,6 +571,26 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JolSgdMomentumF32, SgdMomentumImpl,
                                   .Attr<bool>("maximize")
                                   .Attr<bool>("nesterov"));
 
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JolRadamF32, RadamImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // step scalars
+                                  .RemainingArgs()               // p, g, exp_avg, exp_avg_sq
+                                  .RemainingRets()               // p, exp_avg, exp_avg_sq
+                                  .Attr<int64_t>("decay")
+                                  .Attr<bool>("maximize"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JolNadamF32, NadamImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // step scalars
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // value1, one per leaf
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // value2, one per leaf
+                                  .RemainingArgs()               // p, g, exp_avg, exp_avg_sq
+                                  .RemainingRets()               // p, exp_avg, exp_avg_sq
+                                  .Attr<int64_t>("decay")
+                                  .Attr<bool>("maximize"));
+
 // The Python module: one PyCapsule per handler, for jax.ffi.register_ffi_target.
 
 namespace {
@@ -402,6 +607,8 @@ PyObject* Handlers(PyObject*, PyObject*) {
       {"jaxopt_lab_adam_f32", reinterpret_cast<void*>(JolAdamF32)},
       {"jaxopt_lab_amsgrad_f32", reinterpret_cast<void*>(JolAmsgradF32)},
       {"jaxopt_lab_sgd_momentum_f32", reinterpret_cast<void*>(JolSgdMomentumF32)},
+      {"jaxopt_lab_radam_f32", reinterpret_cast<void*>(JolRadamF32)},
+      {"jaxopt_lab_nadam_f32", reinterpret_cast<void*>(JolNadamF32)},
   };
   for (const auto& entry : table) {
     PyObject* cap = Capsule(entry.fn);
