@@ -830,6 +830,41 @@ def update_summary() -> str:
     )
 
 
+REST_SIZES = ("cnn", "1000x1k", "1m", "10m")
+
+
+def _rest_ratios() -> dict[tuple[str, str], dict]:
+    return {(r["optimizer"], r["size"]): r for r in result("bench_update_rest.json")["ratios"]}
+
+
+@block
+def update_rest_table() -> str:
+    ratios = _rest_ratios()
+    rows = []
+    for opt in dict.fromkeys(o for o, _ in ratios):
+        cells = []
+        for size in REST_SIZES:
+            r = ratios.get((opt, size), {})
+            median, fastest = r.get("best_jol/optax"), r.get("best_jol/optax_min")
+            cells.append("–" if median is None else f"{median:.2f} ({fastest:.2f})")
+        if set(cells) != {"–"}:
+            rows.append([f"`{opt}`", *cells])
+    return table(["optimizer", *(SIZE_NAMES[s] for s in REST_SIZES)], rows)
+
+
+@block
+def update_rest_summary() -> str:
+    ratios = _rest_ratios().values()
+    optax = [r["best_jol/optax"] for r in ratios if r.get("best_jol/optax") is not None]
+    torch = [r["best_jol/torch_foreach"] for r in ratios if r.get("best_jol/torch_foreach")]
+    slower = sum(x > 1 for x in optax)
+    return (
+        f"{slower} of {len(optax)} cells are above 1 by medians; against torch's "
+        f"`foreach=True` path jaxopt_lab takes {span(torch)}× its time (medians, every optimizer "
+        f"and size)"
+    )
+
+
 @block
 def update_small() -> str:
     cnn_opts = ["sgd", *KERNEL_OPTIMIZERS]
