@@ -833,8 +833,20 @@ def update_summary() -> str:
 REST_SIZES = ("cnn", "1000x1k", "1m", "10m")
 
 
+# The other algorithms' runs, newest first: an optimizer's row comes from the newest run that
+# measured it (the code changed between them: bench_update_rest_after after the Rprop/Adafactor
+# work, bench_update_rest_kernel after the RAdam/NAdam kernels).
+REST_RUNS = ("bench_update_rest_kernel", "bench_update_rest_after", "bench_update_rest")
+
+
 def _rest_ratios() -> dict[tuple[str, str], dict]:
-    return {(r["optimizer"], r["size"]): r for r in result("bench_update_rest.json")["ratios"]}
+    out: dict[tuple[str, str], dict] = {}
+    for run in REST_RUNS:
+        taken = {o for o, _ in out}
+        for r in result(f"{run}.json")["ratios"]:
+            if r["optimizer"] not in taken:
+                out[r["optimizer"], r["size"]] = {**r, "run": run}
+    return out
 
 
 @block
@@ -848,8 +860,9 @@ def update_rest_table() -> str:
             median, fastest = r.get("best_jol/optax"), r.get("best_jol/optax_min")
             cells.append("–" if median is None else f"{median:.2f} ({fastest:.2f})")
         if set(cells) != {"–"}:
-            rows.append([f"`{opt}`", *cells])
-    return table(["optimizer", *(SIZE_NAMES[s] for s in REST_SIZES)], rows)
+            run = next(r["run"] for (o, _), r in ratios.items() if o == opt)
+            rows.append([f"`{opt}`", *cells, f"`{run}.md`"])
+    return table(["optimizer", *(SIZE_NAMES[s] for s in REST_SIZES), "run"], rows)
 
 
 @block
