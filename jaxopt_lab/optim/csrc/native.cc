@@ -232,6 +232,28 @@ auto WithFlags(Make make, bool flag, Rest... rest) {
 
 enum Decay : int64_t { kNoDecay = 0, kL2 = 1, kDecoupled = 2 };
 
+// The Adam family's shared first steps (torch's _single_tensor_adam, _radam and _nadam run
+// them alike): maximize, the weight decay, exp_avg.lerp_(grad, 1 - beta1) and
+// exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2). `S`: any of the scalars structs
+// below (they share these fields). Returns the decayed param and grad and the new moments.
+struct Moments {
+  float p, g, m, v;
+};
+
+template <int64_t kDecayMode, bool kMaximize, bool kSmallWeight, typename S>
+[[gnu::always_inline]] inline Moments AdamMoments(float p, float g, float m0, float v0,
+                                                  const S& s) {
+  if (kMaximize) g = -g;
+  if (kDecayMode == kL2) g = std::fma(s.weight_decay, p, g);   // grad.add(param, alpha=wd)
+  if (kDecayMode == kDecoupled) p = p * s.decay;                // param.mul_(1 - lr * wd)
+  const float w = s.one_minus_beta1;
+  const float diff = g - m0;                                    // exp_avg.lerp_(grad, 1 - b1)
+  const float m = kSmallWeight ? std::fma(w, diff, m0) : std::fma(w - 1.0f, diff, g);
+  const float v_scaled = v0 * s.beta2;                          // exp_avg_sq.mul_(beta2)
+  const float v = std::fma(s.one_minus_beta2 * g, g, v_scaled);  // .addcmul_(g, g, 1 - b2)
+  return {p, g, m, v};
+}
+
 // The order of jaxopt_lab._native.ADAM_SCALARS.
 struct AdamScalars {
   float one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay, neg_step_size,
@@ -246,18 +268,10 @@ JOL_CLONES void AdamBlock(const float* const* in, float* const* out, const AdamS
   float *p_out = out[0], *m_out = out[1], *v_out = out[2];
   const float* vmax_in = kAmsgrad ? in[4] : nullptr;
   float* vmax_out = kAmsgrad ? out[3] : nullptr;
-  const float w = s.one_minus_beta1;
 #pragma GCC ivdep
   for (int64_t i = lo; i < hi; ++i) {
-    float p = p_in[i];
-    float g = kMaximize ? -g_in[i] : g_in[i];
-    if (kDecayMode == kL2) g = std::fma(s.weight_decay, p, g);   // grad.add(param, alpha=wd)
-    if (kDecayMode == kDecoupled) p = p * s.decay;                // param.mul_(1 - lr * wd)
-    const float m0 = m_in[i];
-    const float diff = g - m0;                                    // exp_avg.lerp_(grad, 1 - b1)
-    const float m = kSmallWeight ? std::fma(w, diff, m0) : std::fma(w - 1.0f, diff, g);
-    const float v_scaled = v_in[i] * s.beta2;                     // exp_avg_sq.mul_(beta2)
-    const float v = std::fma(s.one_minus_beta2 * g, g, v_scaled);  // .addcmul_(g, g, 1 - b2)
+    const auto [p, g, m, v] =
+        AdamMoments<kDecayMode, kMaximize, kSmallWeight>(p_in[i], g_in[i], m_in[i], v_in[i], s);
     float second = v;
     if (kAmsgrad) {                                               // torch.maximum (NaN wins)
       const float old = vmax_in[i];
@@ -381,18 +395,10 @@ JOL_CLONES void RadamBlock(const float* const* in, float* const* out, const Rada
                            int64_t lo, int64_t hi) {
   const float *p_in = in[0], *g_in = in[1], *m_in = in[2], *v_in = in[3];
   float *p_out = out[0], *m_out = out[1], *v_out = out[2];
-  const float w = s.one_minus_beta1;
 #pragma GCC ivdep
   for (int64_t i = lo; i < hi; ++i) {
-    float p = p_in[i];
-    float g = kMaximize ? -g_in[i] : g_in[i];
-    if (kDecayMode == kL2) g = std::fma(s.weight_decay, p, g);   // grad.add(param, alpha=wd)
-    if (kDecayMode == kDecoupled) p = p * s.decay;                // param.mul_(1 - lr * wd)
-    const float m0 = m_in[i];
-    const float diff = g - m0;                                    // exp_avg.lerp_(grad, 1 - b1)
-    const float m = kSmallWeight ? std::fma(w, diff, m0) : std::fma(w - 1.0f, diff, g);
-    const float v_scaled = v_in[i] * s.beta2;                     // exp_avg_sq.mul_(beta2)
-    const float v = std::fma(s.one_minus_beta2 * g, g, v_scaled);  // .addcmul_(g, g, 1 - b2)
+    const auto [p, g, m, v] =
+        AdamMoments<kDecayMode, kMaximize, kSmallWeight>(p_in[i], g_in[i], m_in[i], v_in[i], s);
     float update = (m / s.bias_correction1) * s.lr;               // (exp_avg / bc1) * lr
     if (kRectify) {
       const float denom = std::sqrt(v) + s.eps;                   // exp_avg_sq.sqrt().add_(eps)
@@ -463,22 +469,14 @@ JOL_CLONES void NadamBlock(const float* const* in, float* const* out, const Nada
   const float *p_in = in[0], *g_in = in[1], *m_in = in[2], *v_in = in[3];
   float *p_out = out[0], *m_out = out[1], *v_out = out[2];
   const NadamScalars& s = ls.step;
-  const float w = s.one_minus_beta1;
 #pragma GCC ivdep
   for (int64_t i = lo; i < hi; ++i) {
-    float p = p_in[i];
-    float g = kMaximize ? -g_in[i] : g_in[i];
-    if (kDecayMode == kL2) g = std::fma(s.weight_decay, p, g);   // grad.add(param, alpha=wd)
-    if (kDecayMode == kDecoupled) p = p * s.decay;                // param.mul_(1 - lr * wd)
-    const float m0 = m_in[i];
-    const float diff = g - m0;                                    // exp_avg.lerp_(grad, 1 - b1)
-    const float m = kSmallWeight ? std::fma(w, diff, m0) : std::fma(w - 1.0f, diff, g);
-    const float v_scaled = v_in[i] * s.beta2;                     // exp_avg_sq.mul_(beta2)
-    const float v = std::fma(s.one_minus_beta2 * g, g, v_scaled);  // .addcmul_(g, g, 1 - b2)
+    const auto [p, g, m, v] =
+        AdamMoments<kDecayMode, kMaximize, kSmallWeight>(p_in[i], g_in[i], m_in[i], v_in[i], s);
     // exp_avg_sq.div(bias_correction2).sqrt(), then denom.add_(eps)
     const float denom = std::sqrt(v / s.bias_correction2) + s.eps;
-    p = p + (ls.value1 * g) / denom;                              // param.addcdiv_(g, denom, v1)
-    p_out[i] = p + (ls.value2 * m) / denom;                       // param.addcdiv_(m, denom, v2)
+    const float p1 = p + (ls.value1 * g) / denom;                 // param.addcdiv_(g, denom, v1)
+    p_out[i] = p1 + (ls.value2 * m) / denom;                      // param.addcdiv_(m, denom, v2)
     m_out[i] = m;
     v_out[i] = v;
   }
