@@ -35,11 +35,13 @@ venv: $(STAMP)
 # each algorithm's first and weight-decay rows, float16, float64 foreach, L-BFGS bitwise,
 # Muon/SparseAdam sweeps). tests/conftest.py gives each xdist worker its own XLA compilation
 # cache for the run, so a program compiled twice (another table, a CLI subprocess) compiles once.
+# --dist loadgroup keeps each parity row's tests (marked xdist_group) on one worker, which
+# computes the row's trajectories once (tests/test_parity.py).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 -m "not slow" --durations=25 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow" --durations=25 tests
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 -m slow tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m slow tests
 
 cifar: $(STAMP)
 	$(BIN)/python experiments/cifar10.py $(CIFAR_ARGS)

@@ -331,7 +331,7 @@ def applicable(impl: str, opt: str, size: str) -> bool:
 
 def _flat_ok(opt: str) -> bool:
     """Whether ``flat``/``chunked`` apply: an elementwise rule whose state fields are all
-    ``None`` or shaped like the params (not NAdam's or ASGD's per-leaf scalars)."""
+    ``None`` or shaped like the params (not NAdam's vector or ASGD's per-leaf scalars)."""
     import jax
     import jax.numpy as jnp
 
@@ -339,7 +339,8 @@ def _flat_ok(opt: str) -> bool:
         return False
     params = [jnp.zeros((3,)), jnp.zeros((2, 2))]
     state = jax.eval_shape(_jol_opt(opt).init, params)
-    return all(f is None or [x.shape for x in f] == [(3,), (2, 2)] for f in state[1:])
+    shapes = [(3,), (2, 2)]
+    return all(f is None or [x.shape for x in jax.tree.leaves(f)] == shapes for f in state[1:])
 
 
 def as_matrix(shape: tuple[int, ...]) -> tuple[int, int]:

@@ -10,6 +10,8 @@ import jax
 import ml_dtypes
 import numpy as np
 
+from jaxopt_lab.optim.leafwise import field_leaves
+
 SHAPES = [(37, 11), (101,), (), (3, 4, 5)]
 
 
@@ -127,6 +129,34 @@ def correctly_rounded_torch_sqrt() -> Iterator[None]:
         torch.Tensor.sqrt, torch.Tensor.sqrt_ = orig, orig_
 
 
+_GRADS: dict[tuple[int, str, str], list[list[np.ndarray]]] = {}
+
+
+def _grads(steps: int, dtype: Any, stream: str) -> list[list[np.ndarray]]:
+    """``grad_stream(steps, dtype, kind=stream)``, generated once per process and configuration
+    (the trajectories of every optimizer read the same gradients); read-only arrays."""
+    key = (steps, np.dtype(dtype).name, stream)
+    if key not in _GRADS:
+        grads = list(grad_stream(steps, dtype, kind=stream))
+        for g in (g for step in grads for g in step):
+            g.flags.writeable = False
+        _GRADS[key] = grads
+    return _GRADS[key]
+
+
+_DEVICE_GRADS: dict[tuple[int, str, str, bool], list[list[jax.Array]]] = {}
+
+
+def _device_grads(steps: int, dtype: Any, stream: str) -> list[list[jax.Array]]:
+    """``_grads`` as JAX arrays, per x64 mode (``jnp.asarray`` canonicalizes dtypes by it). The
+    updates do not donate their gradients, so every trajectory can read the same arrays."""
+    key = (steps, np.dtype(dtype).name, stream, bool(jax.config.jax_enable_x64))
+    if key not in _DEVICE_GRADS:
+        grads = _grads(steps, dtype, stream)
+        _DEVICE_GRADS[key] = [[jax.numpy.asarray(g) for g in step] for step in grads]
+    return _DEVICE_GRADS[key]
+
+
 def torch_trajectory(
     case: Any, dtype: Any, steps: int, foreach: bool, stream: str = "ill-scaled"
 ) -> list[dict[str, list]]:
@@ -134,7 +164,7 @@ def torch_trajectory(
     params = [to_torch(p).requires_grad_(True) for p in init_params(dtype)]
     opt, sched = case.make_torch(params, foreach)
     out, fields = [], _fields(case)
-    for grads in grad_stream(steps, dtype, kind=stream):
+    for grads in _grads(steps, dtype, stream):
         for p, g in zip(params, grads, strict=True):
             p.grad = to_torch(g)
         opt.step()
@@ -180,11 +210,12 @@ def jax_trajectory(
     params = [jax.numpy.asarray(p) for p in init_params(dtype)]
     state = opt.init(params)
     out, fields = [], _fields(case)
-    for grads in grad_stream(steps, dtype, kind=stream):
-        params, state = update(params, [jax.numpy.asarray(g) for g in grads], state)
+    for grads in _device_grads(steps, dtype, stream):
+        params, state = update(params, grads, state)
         record = {"params": [np.asarray(p) for p in params]}
         for field in fields:
-            record[field] = [np.asarray(x) for x in jax.tree.leaves(getattr(state, field))]
+            # per param, as torch's (a vector field, NAdam's mu_product: its 0-d entries)
+            record[field] = [np.asarray(x) for x in field_leaves(state, field)]
         out.append(record)
     return out
 

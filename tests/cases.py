@@ -509,13 +509,24 @@ INVALID: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
         lambda: jol.nadam().update(
             _params(),
             _params(),
-            jol.nadam()
-            .init(_params())
-            ._replace(mu_product={"w": jnp.ones(()), "b": jnp.float16(1)}),
+            jol.nadam().init(_params())._replace(mu_product=jnp.ones((2,), jnp.float16)),
         ),
         ValueError,
-        r"field 'mu_product' does not match params: state leaf \['b'\] has shape \(\) and dtype "
-        r"float16, expected \(\) and float32",
+        r"field 'mu_product' does not match params: it has shape \(2,\) and dtype float16, "
+        r"expected shape \(2,\) and dtype float32 \(one entry per params leaf\)$",
+    ),
+    (
+        "nadam-state-per-leaf",  # a per-leaf tree (the layout before the vector) is refused
+        lambda: jol.nadam().update(
+            _params(),
+            _params(),
+            jol.nadam()
+            .init(_params())
+            ._replace(mu_product={"w": jnp.ones((), jnp.float32), "b": jnp.ones((), jnp.float32)}),
+        ),
+        ValueError,
+        r"field 'mu_product' does not match params: it is a dict, expected shape \(2,\) and "
+        r"dtype float32",
     ),
     ("asgd-lr", lambda: jol.asgd(lr=-1.0), ValueError, r"^Invalid learning rate: -1\.0$"),
     ("asgd-wd", lambda: jol.asgd(weight_decay=-1.0), ValueError, r"^Invalid weight_decay value"),

@@ -44,7 +44,26 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
+def _one_torch_thread() -> None:
+    """torch's intra-op pool at one thread for the test processes (CLI subprocesses: default).
+
+    The suite runs as ``-n 2`` workers on 2 cores, often with other processes beside, so a
+    worker's second OpenMP thread mostly spins at barriers waiting for a core: measured at load
+    3-5, 98 SparseAdam steps of ``test_torch_state``'s params took 5.3 CPU-s with torch's default
+    2 threads and 0.06 with one; ``test_muon.py`` 79 -> 37 CPU-s. No verdict depends on it: the
+    bitwise comparisons are elementwise, and Muon's 200-step torch trajectory (params and
+    bfloat16 orthogonalizations, the one place with matmuls and norms) is the same bit for bit
+    with 1 and 2 threads.
+    """
+    try:
+        import torch
+    except ImportError:  # the torch-free tests still run
+        return
+    torch.set_num_threads(1)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _one_torch_thread()
     config.addinivalue_line(
         "markers",
         "requires_kernels: forces the one-pass CPU kernels (JAXOPT_LAB_NATIVE=always); skipped "

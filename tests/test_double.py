@@ -196,6 +196,57 @@ def test_ipow_matches_exact_powers():
         assert np.all(err <= 4 + ns), (err / ns).max()
 
 
+def _table_pow_exponents(base: float, rng: np.random.Generator) -> np.ndarray:
+    """1..63, every digit boundary of ``table_pow``, and random exponents, all with results
+    >= 2**-78 (the valid range) and within int32."""
+    top = min(2**31 - 1, int(78 * math.log(2) / -math.log(base)))
+    edges = [2**10 - 1, 2**10, 2**20 - 1, 2**20, 2**20 + 2**10 + 1, 2**30, 2**31 - 1]
+    ns = np.concatenate([np.arange(1, 64), [e for e in edges if e <= top]])
+    return np.concatenate([ns, rng.integers(64, top, 200)]).astype(np.int32)
+
+
+@pytest.mark.parametrize("base", [0.5, 0.9, 0.999, 0.9999, 1 - 1e-8])
+def test_table_pow_matches_exact_powers(base):
+    """``base ** n`` from host doubles: three table factors (each the double ``base ** k``,
+    within 2**-52 by libm, cut to a pair: 1.1 U) and two pair products (3.5 U each): bound
+    11 U for every ``n`` -- the exact power of the double ``base``, as torch's ``beta ** step``
+    is the double nearest it. ``1 - 1e-8`` reaches ``n = 2**31 - 1``. Measured max 2.45 U
+    (0.9999); ``ipow`` starts from the base's pair (up to 1 U off the double), an error that
+    its ``n``-th power multiplies by ``n``."""
+    ns = _table_pow_exponents(base, _rng(41))
+    with jax.enable_x64(False):
+        out = jax.jit(jax.vmap(lambda n: D.table_pow(base, n)))(jnp.asarray(ns))
+    b = _dec(Fraction(base))
+    want = [Fraction(b ** int(n)) for n in ns]
+    err = _rel_errors((np.asarray(out.hi), np.asarray(out.lo)), want)
+    assert err.max() <= 11, err.max()
+
+
+def test_bias_corrections_round_like_python():
+    """``ScalarMath.pow`` as Adam/Adamax/RAdam/SparseAdam use it (``1 - beta ** step``, and
+    ``lr / (1 - beta1 ** step)``), x64 off, rounded to float32, equals Python's doubles rounded
+    to float32 at 2,000 steps up to 2**31 - 1 for torch's default betas and 0.9999: 100%."""
+    rng = _rng(42)
+    steps = np.unique(
+        np.concatenate([np.arange(1, 1001), rng.integers(1000, 2**31 - 1, 1000)])
+    ).astype(np.int32)
+    bases = (0.9, 0.999, 0.9999)
+
+    def scalars(n):
+        m = ScalarMath(n - 1, wide=False)
+        bcs = [1 - m.pow(b, m.count + 1) for b in bases]
+        values = [*bcs, 1e-3 / bcs[0]]
+        return jnp.stack([D.round_to(v, jnp.float32) for v in values])
+
+    with jax.enable_x64(False):
+        got = np.asarray(jax.jit(jax.vmap(scalars))(jnp.asarray(steps)))
+    python = [[1 - b ** float(s) for s in steps] for b in bases]
+    python.append([1e-3 / (1 - 0.9 ** float(s)) for s in steps])
+    for column, values in enumerate(python):
+        bad, _ = _agree(got[:, column], values)
+        assert bad == 0, (column, bad)
+
+
 def _exp_inputs(rng: np.random.Generator) -> np.ndarray:
     # results >= 2**-78: x >= -54; up to float32 overflow
     return np.concatenate([rng.uniform(-54, 88.5, N // 2), rng.uniform(-1, 1, N // 2)])

@@ -25,6 +25,7 @@ from _reference import (
 
 import jaxopt_lab as jol
 from jaxopt_lab import registry
+from jaxopt_lab.optim.leafwise import field_leaves
 
 torch = pytest.importorskip("torch")
 
@@ -70,7 +71,7 @@ def _state_leaves(state: Any, field: str) -> list[Any]:
     taken = {}
     for name, group_state in state.inner.items():
         value = getattr(group_state, field)
-        leaves = [] if value is None else jax.tree.leaves(value, is_leaf=lambda x: x is None)
+        leaves = [] if value is None else field_leaves(group_state, field)  # (vectors: entries)
         taken[name] = iter(leaves)
     return [next(taken[label], None) for label in LABELS]
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -206,9 +207,15 @@ def torch_flushing_denormals() -> Iterator[None]:
         torch.set_flush_denormal(False)
 
 
+@functools.cache
+def _jitted_value_and_grad(problem: str) -> Callable[[Any], tuple[Any, Any]]:
+    return jax.jit(jax.value_and_grad(PROBLEMS[problem][1]))
+
+
 def _value_and_grad(problem: str) -> Callable[[Any], tuple[Any, Any]]:
-    """The one compiled loss-and-gradient both sides call (host arrays in and out)."""
-    fn = jax.jit(jax.value_and_grad(PROBLEMS[problem][1]))
+    """The one compiled loss-and-gradient both sides call (host arrays in and out): one jitted
+    function per problem for the process, so every run of the problem calls the same one."""
+    fn = _jitted_value_and_grad(problem)
     return lambda params: jax.tree.map(np.asarray, fn(params))
 
 
@@ -277,17 +284,34 @@ def callback_closure(problem: str, like: Any) -> Callable[[Any], tuple[Any, Any]
     return lambda params: jax.pure_callback(vg, shapes, params)
 
 
+_COMPILED: dict[tuple, Any] = {}
+
+
+def compiled_step(row: Row, dtype: Any, sequential: bool = False, x64: bool = True) -> Any:
+    """The row's ``step(params, state)`` through ``callback_closure``, compiled once per row,
+    dtype, reduction order and x64 mode (each compile takes 1-3 s) for every run of it: the
+    tests' own runs and both directions of a hand-off."""
+    key = (row.id, np.dtype(dtype).name, sequential, x64)
+    if key not in _COMPILED:
+        init, _ = PROBLEMS[row.problem]
+        with jax.enable_x64(x64):
+            params = jax.tree.map(jnp.asarray, init(dtype))
+            opt = jol.lbfgs(**row.options)
+            closure = callback_closure(row.problem, params)
+            with sequential_reductions() if sequential else contextlib.nullcontext():
+                step = jax.jit(lambda p, s: opt.step(p, s, closure))
+                _COMPILED[key] = step.lower(params, opt.init(params)).compile()
+    return _COMPILED[key]
+
+
 def run_jol(
     row: Row, dtype: Any, steps: int = STEPS, sequential: bool = False, x64: bool = True
 ) -> list[dict]:
     init, _ = PROBLEMS[row.problem]
+    step = compiled_step(row, dtype, sequential, x64)
     with jax.enable_x64(x64):
         params = jax.tree.map(jnp.asarray, init(dtype))
-        opt = jol.lbfgs(**row.options)
-        state = opt.init(params)
-        closure = callback_closure(row.problem, params)
-        with sequential_reductions() if sequential else contextlib.nullcontext():
-            step = jax.jit(lambda p, s: opt.step(p, s, closure)).lower(params, state).compile()
+        state = jol.lbfgs(**row.options).init(params)
         out = []
         for _ in range(steps):
             params, state, loss = step(params, state)
@@ -394,10 +418,7 @@ def test_hand_off(row: Row):
             topt.step(closure)
     state = lbfgs_state_from_torch(topt, like, history_size=history)
     params = jax.tree.unflatten(treedef, [jnp.asarray(t.detach().numpy()) for t in tensors])
-    opt = jol.lbfgs(**row.options)
-    step_fn = jax.jit(lambda p, s: opt.step(p, s, callback_closure(row.problem, like)))
-    with sequential_reductions():
-        step_fn = step_fn.lower(params, state).compile()
+    step_fn = compiled_step(row, dtype, sequential=True)  # raises unless the state's types fit
     for k in (2, 3):
         params, state, loss = step_fn(params, state)
         compare_bitwise([_record(params, loss, lbfgs_state_to_torch(state))], [full[k]], True)
@@ -405,10 +426,7 @@ def test_hand_off(row: Row):
     # jaxopt_lab -> torch: our state after 2 steps loaded into a fresh torch LBFGS
     ours = run_jol(row, dtype, steps=2, sequential=True)
     params = jax.tree.map(jnp.asarray, init(dtype))
-    state = opt.init(params)
-    with sequential_reductions():
-        step_fn = jax.jit(lambda p, s: opt.step(p, s, callback_closure(row.problem, like)))
-        step_fn = step_fn.lower(params, state).compile()
+    state = jol.lbfgs(**row.options).init(params)
     for _ in range(2):
         params, state, _ = step_fn(params, state)
     for a, b in zip(jax.tree.leaves(params), ours[1]["params"], strict=True):

@@ -39,6 +39,7 @@ param elements stay bit for bit and the largest difference is 2.2e-4 of max|para
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -54,6 +55,7 @@ from jaxopt_lab.optim import muon as M
 from jaxopt_lab.optim.kernels import opaque_zero
 
 torch = pytest.importorskip("torch")
+import torch.optim._muon as torch_muon  # noqa: E402
 from torch.optim._muon import _zeropower_via_newtonschulz as torch_ns  # noqa: E402
 
 STEPS = 200
@@ -117,6 +119,19 @@ def grad_stream(dtype: Any, steps: int = STEPS, seed: int = 1):
         yield grads
 
 
+_GRADS: dict[str, list[list[np.ndarray]]] = {}
+
+
+def _grads(dtype: Any) -> list[list[np.ndarray]]:
+    """``grad_stream(dtype)``, generated once per dtype for every trajectory; read-only."""
+    key = np.dtype(dtype).name
+    if key not in _GRADS:
+        _GRADS[key] = list(grad_stream(dtype))
+        for g in (g for step in _GRADS[key] for g in step):
+            g.flags.writeable = False
+    return _GRADS[key]
+
+
 def init_params(dtype: Any) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     return [rng.normal(size=s).astype(dtype) for s in SHAPES]
@@ -127,36 +142,43 @@ def _torch_kwargs(case: MuonCase) -> dict[str, Any]:
 
 
 def torch_trajectory(case: MuonCase, dtype: Any) -> list[dict[str, Any]]:
-    """Params, momentum buffers, the lr used, and torch's orthogonalization of each step input."""
+    """Params, momentum buffers, the lr used, and each step's orthogonalization input and output
+    as torch's step computed them: its ``_zeropower_via_newtonschulz`` calls, recorded (one per
+    param, in order; the iteration is the costly part of the run, so it is not run twice)."""
     params = [torch.tensor(p, requires_grad=True) for p in init_params(dtype)]
     opt = torch.optim.Muon(params, **_torch_kwargs(case))
     group = opt.param_groups[0]
     sched = None
     if case.cosine_lr:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=40, eta_min=1e-5)
+    calls: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def recorded(u: Any, *args: Any, **kwargs: Any) -> Any:
+        ortho = torch_ns(u, *args, **kwargs)
+        calls.append((u.numpy().copy(), ortho.float().numpy()))
+        return ortho
+
     out = []
-    for grads in grad_stream(dtype):
+    for grads in _grads(dtype):
         lr = group["lr"]
         for p, g in zip(params, grads, strict=True):
-            p.grad = torch.from_numpy(g)
-        opt.step()
+            p.grad = torch.from_numpy(g.copy())
+        calls.clear()
+        torch_muon._zeropower_via_newtonschulz = recorded
+        try:
+            opt.step()
+        finally:
+            torch_muon._zeropower_via_newtonschulz = torch_ns
+        assert len(calls) == len(params), "torch's Muon step no longer calls the recorded function"
         if sched is not None:
             sched.step()
         bufs = [opt.state[p]["momentum_buffer"] for p in params]
-        # the step's orthogonalization input, as _single_tensor_muon forms it
-        inputs = [
-            p.grad.lerp(b, group["momentum"]) if group["nesterov"] else b
-            for p, b in zip(params, bufs, strict=True)
-        ]
-        ortho = [
-            torch_ns(u, group["ns_coefficients"], group["ns_steps"], group["eps"]) for u in inputs
-        ]
         out.append(
             {
                 "params": [p.detach().numpy().copy() for p in params],
                 "momentum_buffer": [b.numpy().copy() for b in bufs],
-                "inputs": [u.numpy().copy() for u in inputs],
-                "ortho": [o.float().numpy() for o in ortho],
+                "inputs": [u for u, _ in calls],
+                "ortho": [o for _, o in calls],
                 "lr": lr,
             }
         )
@@ -176,7 +198,7 @@ def jax_trajectory(case: MuonCase, dtype: Any) -> list[dict[str, Any]]:
     state = opt.init(params)
     update = jax.jit(opt.update, donate_argnums=(0, 2))
     out = []
-    for grads in grad_stream(dtype):
+    for grads in _grads(dtype):
         params, state = update(params, [jnp.asarray(g) for g in grads], state)
         out.append(
             {
@@ -197,18 +219,26 @@ def _torch(case: MuonCase, dtype: Any):
     return _TORCH[key]
 
 
-def _our_ortho(case: MuonCase, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """Our orthogonalization of torch's step inputs (== ours, the buffers being bitwise)."""
+_NEWTON_SCHULZ = jax.jit(M.newton_schulz, static_argnums=(1, 2))
+
+
+def _our_ortho(case: MuonCase, md: Any) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    """Our orthogonalization of torch's step inputs (== ours, the buffers being bitwise), for
+    inputs of dtype ``md``."""
     kw = {**{"ns_coefficients": M.NS_COEFFICIENTS, "eps": M.EPS}, **case.kwargs}
-    md = inputs[0].dtype
     eps = jnp.asarray(np.float64(kw["eps"]).astype(md))
     zero = opaque_zero(jnp.int32(0), md)
-    run = jax.jit(M.newton_schulz, static_argnums=(1, 2))
     coefficients = tuple(float(c) for c in kw["ns_coefficients"])
-    return [
-        np.asarray(run(jnp.asarray(u), coefficients, case.ns_steps, eps, zero), np.float32)
-        for u in inputs
-    ]
+
+    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
+        return [
+            np.asarray(
+                _NEWTON_SCHULZ(jnp.asarray(u), coefficients, case.ns_steps, eps, zero), np.float32
+            )
+            for u in inputs
+        ]
+
+    return run
 
 
 def _check_trajectory(case: MuonCase, dtype: Any, x64: bool) -> None:
@@ -218,6 +248,7 @@ def _check_trajectory(case: MuonCase, dtype: Any, x64: bool) -> None:
         wd = case.kwargs.get("weight_decay", 0.1)
         prev = [np.zeros(s) for s in SHAPES]  # |d_{t-1}|, float64
         before = [(p, p) for p in init_params(dtype)]  # (ours, torch) params at t - 1
+        our_ortho = _our_ortho(case, np.dtype(dtype))
         for step, (mine, ref) in enumerate(zip(ours, theirs, strict=True)):
             where = f"step {step}"
             for leaf, (a, b) in enumerate(
@@ -232,7 +263,7 @@ def _check_trajectory(case: MuonCase, dtype: Any, x64: bool) -> None:
                 continue
             d_ortho = [
                 np.abs(o.astype(np.float64) - t)
-                for o, t in zip(_our_ortho(case, ref["inputs"]), ref["ortho"], strict=True)
+                for o, t in zip(our_ortho(ref["inputs"]), ref["ortho"], strict=True)
             ]
             decay = abs(1 - ref["lr"] * wd)
             for leaf, (a, b) in enumerate(zip(mine["params"], ref["params"], strict=True)):

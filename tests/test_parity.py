@@ -7,9 +7,12 @@ in bfloat16 and float16, and on a gradient stream with subnormals, signed zeros,
 NaNs
 (subnormals excepted: XLA:CPU flushes them, see ``test_subnormals_are_flushed``).
 
-float32 runs in JAX's default mode, x64 off -- the mode users run -- and the single-tensor rows
-run with x64 on too (the scalar arithmetic then takes the float64 path instead of double-single;
-both must give torch's bits). float64 needs x64 on.
+float32 runs in JAX's default mode, x64 off -- the mode users run -- and with x64 on too: both
+must give torch's bits. Where every hyper-parameter is a constant, the step's scalars are Python
+doubles or double-single pairs of the traced count in both modes, so the two programs are the
+same (checked: the lowered text of Adam's update is equal); a schedule's traced lr takes the
+float64 path with x64 on instead of double-single, so the scheduled rows are where the x64-on
+runs differ (``test_float32_scheduled_bitwise``). float64 needs x64 on.
 
 Tolerances, and where they come from:
 
@@ -120,10 +123,21 @@ _SLOW = pytest.mark.slow
 _KERNELS = pytest.mark.requires_kernels  # skipped where the kernels cannot run (conftest.py)
 
 
+def _row(case: Case, suffix: str = "") -> pytest.MarkDecorator:
+    """The tests of one row that share its trajectories (the jitted float32 update, ours at x64
+    off, torch's single-tensor run; or the float64 ones) form one xdist group: under
+    ``-n N --dist loadgroup`` they run on one worker, which computes and caches them once."""
+    return pytest.mark.xdist_group(case.id + suffix)
+
+
+def _rows(suffix: str = "") -> list:
+    return [pytest.param(c, id=c.id, marks=_row(c, suffix)) for c in CASES]
+
+
 @pytest.mark.parametrize(
     "foreach", [False, pytest.param(True, marks=_SLOW)], ids=["single", "foreach"]
 )
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", _rows("-float64"))
 def test_float64_trajectory(case, foreach):
     if foreach and case.algo in FLOAT64_FOREACH_OTHER_MATH:
         pytest.skip(FLOAT64_FOREACH_OTHER_MATH[case.algo])
@@ -149,7 +163,7 @@ def _single_tensor_params():
                 continue
             path = {"off": "xla", "always": "kernel"}[native]
             for x64 in (False, True):
-                marks = [_KERNELS] if native == "always" else []
+                marks = [_row(c)] + ([_KERNELS] if native == "always" else [])
                 if x64:
                     if (c.algo, native) in seen:
                         marks.append(_SLOW)
@@ -165,21 +179,28 @@ def test_float32_bitwise_single_tensor(case, native, x64):
 
 
 def _scheduled_params():
-    """Every scheduled variant; in the default run those of each algorithm's first row."""
+    """Every scheduled variant with x64 off and on; in the default run those of each
+    algorithm's first row with x64 off, and its first variant with x64 on (the traced lr's
+    float64 path)."""
     first: dict[str, Case] = {}
     for c in CASES:
         if c.schedule is None:
             first.setdefault(c.algo, c)
-    fast = {c.scheduled(v).id for c in first.values() for v in VARIANTS}
+    fast = {(c.scheduled(v).id, False) for c in first.values() for v in VARIANTS}
+    fast |= {(c.scheduled(VARIANTS[0]).id, True) for c in first.values()}
     for c in SCHEDULED:
-        yield pytest.param(c, id=c.id, marks=() if c.id in fast else _SLOW)
+        for x64 in (False, True):
+            marks = [_row(c)] + ([] if (c.id, x64) in fast else [_SLOW])
+            label = "x64-on" if x64 else "x64-off"
+            yield pytest.param(c, x64, id=f"{c.id}-{label}", marks=marks)
 
 
-@pytest.mark.parametrize("case", list(_scheduled_params()))
-def test_float32_scheduled_bitwise(case):
-    """Every unscheduled row under each lr scheduler of ``cases.VARIANTS``, x64 off: the
-    schedules hand the optimizers torch's double lr (``LRSchedule.double_value``)."""
-    ours = _ours(case, np.float32, steps=SCHEDULED_STEPS)
+@pytest.mark.parametrize(("case", "x64"), list(_scheduled_params()))
+def test_float32_scheduled_bitwise(case, x64):
+    """Every unscheduled row under each lr scheduler of ``cases.VARIANTS``: the schedules hand
+    the optimizers torch's double lr (``LRSchedule.double_value``), a double-single pair with
+    x64 off and a float64 scalar with x64 on."""
+    ours = _ours(case, np.float32, x64=x64, steps=SCHEDULED_STEPS)
     _compare(ours, _torch_single(case, np.float32, SCHEDULED_STEPS), _bitwise())
 
 
@@ -241,7 +262,7 @@ def test_low_precision_bitwise(case, dtype):
     _compare(ours, theirs, check)
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", _rows())
 def test_float32_special_values(case):
     """Subnormal, signed-zero, infinite and NaN gradients, against torch (not only the kernel)."""
     ours = _ours(case, np.float32, steps=SPECIAL_STEPS, stream="special")
@@ -269,7 +290,7 @@ def test_subnormals_are_flushed():
     assert np.all(theirs.numpy() == 64 * tiny)
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", _rows())
 def test_float32_foreach(case):
     ours = _ours(case, np.float32)
     theirs = torch_trajectory(case, np.float32, STEPS, foreach=True)

@@ -58,6 +58,7 @@ from jaxopt_lab.optim.line_search import sequential_reductions
 
 STEPS = 50  # steps before and after the hand-off
 
+
 # The params: a nested tree with a 0-d leaf. tree_leaves order: b, s, w[0], w[1].
 SHAPES = {"b": (5,), "s": (), "w": [(3, 4), (2, 3, 2)]}
 
@@ -204,12 +205,27 @@ def ill_scaled(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any) -> 
     return np.where(zero, 0.0, sign * magnitude).astype(dtype)
 
 
+_GRADS: dict[tuple, list[Any]] = {}
+
+
 def make_grads(params: Any, steps: int, seed: int = 1) -> list[Any]:
-    rng = np.random.default_rng(seed)
-    return [
-        jax.tree.map(lambda p: jnp.asarray(ill_scaled(rng, p.shape, p.dtype)), params)
-        for _ in range(steps)
-    ]
+    """``steps`` gradient trees shaped like ``params``, drawn once per process for each
+    structure, dtypes, seed and x64 mode (every row and direction reads the same ones)."""
+    leaves = jax.tree.leaves(params)
+    key = (
+        jax.tree.structure(params),
+        tuple((p.shape, p.dtype.name) for p in leaves),
+        steps,
+        seed,
+        bool(jax.config.jax_enable_x64),
+    )
+    if key not in _GRADS:
+        rng = np.random.default_rng(seed)
+        _GRADS[key] = [
+            jax.tree.map(lambda p: jnp.asarray(ill_scaled(rng, p.shape, p.dtype)), params)
+            for _ in range(steps)
+        ]
+    return list(_GRADS[key])
 
 
 def torch_optimizer(case: HandoffCase, tensors: list[torch.Tensor]) -> torch.optim.Optimizer:

@@ -11,7 +11,8 @@ the two is ``ids``:
   (``{"w": 1, "b": 0}``: leaf ``w`` is torch param 1).
 
 Every torch.optim algorithm hands off (``KINDS``). A buffer maps like its parameter: the
-same shape (most), a 0-d tensor (NAdam's ``mu_product``, ASGD's ``eta``/``mu``), or factors torch
+same shape (most), a 0-d tensor (ASGD's ``eta``/``mu``; NAdam's ``mu_product``, which ours keeps
+as one vector, an entry per leaf, as the state type's ``vector_fields`` says), or factors torch
 keeps for some params only (Adafactor: ``row_var``/``col_var`` for params of two or more dims,
 ``variance`` for the others; ours hold an empty placeholder where torch has no key, as the state
 type's ``torch_keys`` says). L-BFGS is the exception:
@@ -71,6 +72,7 @@ from jaxopt_lab.optim.adam import AdamState
 from jaxopt_lab.optim.base import Optimizer, Params, State
 from jaxopt_lab.optim.groups import ParamGroupsState, param_groups
 from jaxopt_lab.optim.lbfgs import LBFGSState, lbfgs_state_from_torch, lbfgs_state_to_torch
+from jaxopt_lab.optim.leafwise import field_leaves, vector_fields
 from jaxopt_lab.optim.rmsprop import RMSpropState
 from jaxopt_lab.optim.sgd import SGDState
 
@@ -420,10 +422,21 @@ def _entry(states: Mapping[Any, Any], pid: int) -> dict[str, Any]:
     return {k: v for k, v in entry.items() if v is not None}  # old SGD stored buffer=None
 
 
-def _per_leaf(tree: Any) -> tuple[list[Any], Any]:
-    """A state field's leaves, one per params leaf of its group, and the treedef that rebuilds
-    the field."""
-    return jax.tree_util.tree_flatten(tree, is_leaf=lambda x: x is None)
+def _per_leaf(state: Any, field: str) -> tuple[list[Any], Callable[[list[Any]], Any]]:
+    """A state field's values, one per params leaf of its group, and the function that builds
+    the field from such a list: the field's leaves and their tree, or the entries of a vector
+    field (NAdam's ``mu_product``, a 0-d tensor per param in torch) and their stack."""
+    value = getattr(state, field)
+    if field in vector_fields(type(state)):
+        n, dtype = np.shape(value)[0], value.dtype
+        if isinstance(value, jax.ShapeDtypeStruct):  # (a template: the entries' shape and dtype)
+            entries = [jax.ShapeDtypeStruct((), dtype)] * n
+        else:
+            entries = field_leaves(state, field)
+        # (stacked on the host: moves bits only)
+        return entries, lambda col: jnp.asarray(np.array([np.asarray(x) for x in col], dtype))
+    leaves, treedef = jax.tree_util.tree_flatten(value, is_leaf=lambda x: x is None)
+    return leaves, lambda col: jax.tree_util.tree_unflatten(treedef, col)
 
 
 def _torch_keeps(state: Any, field: str, param: Any) -> bool:
@@ -444,7 +457,7 @@ def _group_from_torch(
 ) -> Any:
     fields = [f for f in type(init)._fields[1:] if getattr(init, f) is not None]
     has_step = registry.get(kind).torch_step
-    per_leaf = {f: _per_leaf(getattr(init, f)) for f in fields}
+    per_leaf = {f: _per_leaf(init, f) for f in fields}
     like = {f: leaves for f, (leaves, _) in per_leaf.items()}
     position = {i: j for j, i in enumerate(members)}
     entries = {i: _entry(states, layout.ids[i]) for i in members}
@@ -491,7 +504,7 @@ def _group_from_torch(
         (n,) = steps
         if count is not None and count != n:
             raise ValueError(f"count={count}, but torch's state says step {n}")
-    new = {f: jax.tree_util.tree_unflatten(per_leaf[f][1], columns[f]) for f in fields}
+    new = {f: per_leaf[f][1](columns[f]) for f in fields}
     return init._replace(count=jnp.asarray(n, jnp.int32), **new)
 
 
@@ -631,7 +644,12 @@ def _group_to_torch(
                 f"{where}field {f!r} has tree structure {jax.tree_util.tree_structure(ours)}, "
                 f"expected {jax.tree_util.tree_structure(theirs)}"
             )
-        (leaves, _), (likes, _) = _per_leaf(ours), _per_leaf(theirs)
+        if f in vector_fields(type(template)) and np.shape(ours) != theirs.shape:
+            raise ValueError(
+                f"{where}field {f!r} has shape {np.shape(ours)}, expected {theirs.shape} (one "
+                "entry per params leaf)"
+            )
+        (leaves, _), (likes, _) = _per_leaf(state, f), _per_leaf(template, f)
         columns[f] = []
         for leaf, like, i in zip(leaves, likes, members, strict=True):
             value = _as_array(leaf, like, f"{where}{f} of {layout.name(i)}")  # (placeholders too)

@@ -31,7 +31,7 @@ Adagrad's scalars.
 For float64 params the same formulas run on float64 arrays (needs x64, as float64 params do).
 
 Besides the arithmetic (``lift``, ``sqrt``, ``ipow``, ``exp``/``log``/``pow``, ``maximum``/
-``minimum``, ``where``, ``round_to``): ``host_pow`` (RAdam's bias corrections from host doubles),
+``minimum``, ``where``, ``round_to``): ``table_pow`` (``beta ** step`` from host doubles),
 ``greater_than`` (a comparison with a float32 constant) and ``mul_gradual_underflow`` (a float32
 product that keeps subnormal results, for NAdam's ``mu_product``; XLA:CPU flushes them).
 """
@@ -39,18 +39,16 @@ product that keeps subnormal results, for NAdam's ``mu_product``; XLA:CPU flushe
 from __future__ import annotations
 
 import decimal
+import functools
 import math
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxopt_lab.optim.kernels import opaque_zero
-
-if TYPE_CHECKING:
-    from jaxopt_lab.optim.leafwise import ScalarMath
 
 _F32 = jnp.float32
 
@@ -234,25 +232,50 @@ def ipow(base: Real, n: jax.Array, wide: bool) -> Real:
     return acc
 
 
-def host_pow(scalar_math: ScalarMath, base: Real) -> Real:
-    """``base ** (count + 1)`` in the step's double arithmetic (RAdam's bias corrections).
+_POW_DIGITS = (10, 10, 11)
+"""``table_pow``'s digits of an int32 exponent, low to high: ``n = c + 2**10 b + 2**20 a``."""
 
-    For a Python ``base`` without x64, the product of the host-computed doubles
-    ``base ** 2**k`` for the set bits of the exponent: each factor carries only its own
-    rounding, instead of repeated squaring multiplying the base's double-single error by the
-    exponent. Otherwise ``scalar_math.pow``.
+
+@functools.lru_cache(maxsize=64)
+def _pow_tables(base: float) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """Per digit, ``base ** (d * 2**shift)`` for every digit value ``d``: Python doubles (libm's
+    ``pow``, as torch's ``beta ** step``) split into float32 pairs."""
+    tables, shift = [], 0
+    for bits in _POW_DIGITS:
+        values = []
+        for d in range(2**bits):
+            try:
+                values.append(base ** (d << shift))
+            except OverflowError:
+                values.append(math.inf)
+        hi = np.asarray(values, np.float64).astype(np.float32)
+        with np.errstate(invalid="ignore"):
+            lo = np.where(np.isfinite(hi), np.asarray(values) - hi.astype(np.float64), 0.0)
+        tables.append((hi, lo.astype(np.float32)))
+        shift += bits
+    return tuple(tables)
+
+
+def table_pow(base: float, n: jax.Array) -> DoubleSingle:
+    """``base ** n`` for a Python double ``base`` and a traced int32 ``n >= 0``, x64 off.
+
+    The product of three host-computed doubles, looked up by the digits of ``n``
+    (:data:`_POW_DIGITS`): ``base ** c * base ** (2**10 b) * base ** (2**20 a)``. Each factor is
+    a correctly rounded-or-nearly double (libm) cut to a pair (<= 1.1 U, ``U = 2**-48``), and
+    two pair products add 3.5 U each: within 11 U of the exact power for every ``n``, where
+    :func:`ipow`'s repeated squaring reaches ~``n`` U; and two multiplies where ``ipow`` traces
+    62 (the step's scalars were most of Adam's update program).
     """
-    n = scalar_math.count + 1
-    if scalar_math.wide or not isinstance(base, float):
-        return scalar_math.pow(base, n)
-    acc = lift(jnp.float32(1.0), False, scalar_math.count)
-    for bit in range(31):
-        try:
-            factor = base ** (2**bit)
-        except OverflowError:
-            factor = math.inf
-        prod = acc * factor
-        acc = where(((n >> bit) & 1) == 1, prod, acc)
+    n = jnp.asarray(n, jnp.int32)
+    zero = _zero(n)
+    acc: DoubleSingle | None = None
+    shift = 0
+    for bits, (hi, lo) in zip(_POW_DIGITS, _pow_tables(float(base)), strict=True):
+        digit = (n >> shift) & (2**bits - 1)
+        factor = DoubleSingle(jnp.asarray(hi)[digit] + zero, jnp.asarray(lo)[digit] + zero, zero)
+        acc = factor if acc is None else acc * factor
+        shift += bits
+    assert acc is not None
     return acc
 
 

@@ -37,6 +37,12 @@ of the param (Adafactor's ``param.norm().item()``), so the rule needs the double
   math dtype (``ctx.scalars``) and unrounded (``ctx.values``, Python floats, double-single or
   float64 values) with the ``ScalarMath`` that made them (``ctx.math``).
 
+A field named in the state type's ``vector_fields`` (NAdam's ``mu_product``) holds one vector
+instead of a tree: ``init_leaf`` gives a 0-d array for every leaf, the state keeps them stacked
+(one entry per params leaf, in ``tree_leaves`` order) and ``update_group`` sees each leaf's entry
+as a 0-d array. A jitted update then takes and returns one buffer for that field, not one per
+leaf (each buffer crossing the jit boundary costs time; :func:`field_leaves` lists the entries).
+
 Its state is checked leaf by leaf against what ``init_leaf`` gives for the params (shapes,
 dtypes, where ``None``), so a state made for other params is a clear ``ValueError``. Complex
 leaves reach ``update_group`` as their real views, together with the real views of their
@@ -94,8 +100,11 @@ class ScalarMath(NamedTuple):
         """torch's 1-based ``step`` after its increment, as a double."""
         return _double.lift((self.count + 1).astype(jnp.float32), self.wide, self.count)
 
-    def pow(self, base: float, exponent: jax.Array) -> _double.Real:
-        """``base ** exponent`` for an integer exponent, in double precision."""
+    def pow(self, base: _double.Real, exponent: jax.Array) -> _double.Real:
+        """``base ** exponent`` for an integer exponent, in double precision: from host doubles
+        (``table_pow``) for a Python ``base`` without x64, else by binary exponentiation."""
+        if isinstance(base, float) and not self.wide:
+            return _double.table_pow(base, exponent)
         return _double.ipow(base, exponent, self.wide)
 
     def sqrt(self, x: _double.Real) -> _double.Real:
@@ -418,6 +427,36 @@ def _check_field(field: str, tree: Any, treedef: Any, expected: list[Any], paths
     return leaves
 
 
+def vector_fields(state_type: type) -> tuple[str, ...]:
+    """The fields of a :func:`grouped` state type that hold one vector, an entry per params leaf
+    (``state_type.vector_fields``), rather than a tree shaped like the params."""
+    return tuple(getattr(state_type, "vector_fields", ()))
+
+
+def field_leaves(state: Any, field: str) -> list[Any]:
+    """A state field's value at each params leaf, in ``tree_leaves`` order: a vector field's
+    entries (0-d arrays), else the field's leaves (``None`` where the field does not apply)."""
+    value = getattr(state, field)
+    if field in vector_fields(type(state)):
+        return [value[i] for i in range(len(value))]
+    return jax.tree_util.tree_leaves(value, is_leaf=lambda x: x is None)
+
+
+def _check_vector(field: str, value: Any, expected: list[Any]) -> list[Any]:
+    """A vector field's entries, one per leaf (0-d slices), after checking its shape and dtype."""
+    n, want = len(expected), expected[0].dtype  # (params are never empty: check_params)
+    if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+        got = f"is a {type(value).__name__}"
+    elif value.shape != (n,) or value.dtype != want:
+        got = f"has shape {value.shape} and dtype {value.dtype}"
+    else:
+        return [jax.lax.index_in_dim(value, i, keepdims=False) for i in range(n)]
+    raise ValueError(
+        f"optimizer state field {field!r} does not match params: it {got}, expected shape ({n},) "
+        f"and dtype {want} (one entry per params leaf)"
+    )
+
+
 def grouped(
     name: str,
     init_leaf: InitLeaf,
@@ -434,7 +473,8 @@ def grouped(
       update_group: ``(ps, gs, buffers, ctx) -> (new_ps, new_buffers)`` for the leaves of one
         math dtype (and complexity), in tree order.
       scalars: ``math -> {name: value}``, the step's hyper-parameter scalars.
-      state_type: a NamedTuple class ``(count, *fields)``.
+      state_type: a NamedTuple class ``(count, *fields)``; its ``vector_fields`` (if any) hold
+        one vector of the leaves' 0-d buffers (see the module docstring).
       complex_params: accept complex leaves (stepped on their real views); ``False`` raises
         torch's ``TypeError``.
 
@@ -442,6 +482,7 @@ def grouped(
       An optimizer whose state is ``state_type(count, *fields)``, ``count`` an int32 scalar.
     """
     field_names = state_type._fields[1:]
+    vectors = vector_fields(state_type)
 
     def init_one(p: jax.Array) -> tuple[Any, ...]:
         if not jnp.iscomplexobj(p):
@@ -456,8 +497,11 @@ def grouped(
 
     def columns(per_leaf: list[tuple[Any, ...]], treedef: Any) -> list[Any]:
         out = []
-        for i, _ in enumerate(field_names):
+        for i, f in enumerate(field_names):
             col = [bufs[i] for bufs in per_leaf]
+            if f in vectors:  # (params are never empty: check_params)
+                out.append(jnp.stack(col))
+                continue
             everywhere_none = all(b is None for b in col)
             out.append(None if everywhere_none else jax.tree_util.tree_unflatten(treedef, col))
         return out
@@ -478,7 +522,9 @@ def grouped(
         g_leaves = jax.tree_util.tree_leaves(grads)
         expected = [jax.eval_shape(init_one, p) for p in leaves]
         cols = [
-            _check_field(f, getattr(state, f), treedef, [e[i] for e in expected], paths)
+            _check_vector(f, getattr(state, f), [e[i] for e in expected])
+            if f in vectors
+            else _check_field(f, getattr(state, f), treedef, [e[i] for e in expected], paths)
             for i, f in enumerate(field_names)
         ]
         count = jnp.asarray(state.count, jnp.int32)

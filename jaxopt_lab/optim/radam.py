@@ -134,8 +134,8 @@ def radam(
     def scalars(math: ScalarMath) -> dict[str, Any]:
         b1, b2, lr_ = math.resolve(beta1), math.resolve(beta2), math.resolve(lr)
         step = math.step
-        beta2_t = _double.host_pow(math, b2)
-        bias_correction1 = 1 - _double.host_pow(math, b1)
+        beta2_t = math.pow(b2, math.count + 1)
+        bias_correction1 = 1 - math.pow(b1, math.count + 1)
         bias_correction2 = 1 - beta2_t
         rho_inf = 2 / (1 - b2) - 1
         rho_t = rho_inf - 2 * step * beta2_t / bias_correction2
