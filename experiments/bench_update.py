@@ -28,7 +28,8 @@ uncoalesced ``sparse_coo_tensor``, as ``nn.Embedding(sparse=True)`` gives). Impl
 
 * ``jol``: ``jax.jit(opt.update, donate_argnums=(0, 2))`` as a user gets it: float32 leaves of
   at least ``jaxopt_lab.optim.native.MIN_SIZE`` elements (per kernel) take the one-pass C++ kernel
-  (Adam, AdamW, AMSGrad, momentum SGD, RAdam, NAdam), the rest XLA's fused loops;
+  (Adam, AdamW, AMSGrad, momentum SGD, RAdam, NAdam, Adamax, Adadelta, Rprop), the rest XLA's
+  fused loops;
 * ``jol_xla`` / ``jol_kernel``: the same with ``JAXOPT_LAB_NATIVE=off`` (XLA only) /
   ``=always`` (the kernel for every float32 leaf); ``--sizes 4k,16k,64k,256k --impls
   jol_xla,jol_kernel`` measures where the kernel starts to pay (``MIN_SIZE``);
@@ -90,6 +91,8 @@ SIZES: dict[str, list[tuple[int, ...]]] = {
         (10,),
     ],
     "1000x1k": [(1000,)] * 1000,
+    "256": [(256,)],
+    "1k": [(1024,)],
     "4k": [(4096,)],
     "16k": [(16384,)],
     "64k": [(65536,)],
@@ -124,7 +127,7 @@ MATRIX_ONLY = {"muon", "sparse_adam"}  # 2-D params (Muon) / embedding tables (S
 MUON_MAX_ELEMENTS = 1_000_000
 MUON_MAX_LEAVES = 100
 SPARSE_ROWS = 0.1  # fraction of an embedding table's rows a SparseAdam gradient touches
-_SMALL = {"4k": 200, "16k": 200, "64k": 100, "256k": 60}
+_SMALL = {"256": 200, "1k": 200, "4k": 200, "16k": 200, "64k": 100, "256k": 60}
 ROUNDS = {"cnn": 60, "1000x1k": 30, "1m": 30, "10m": 12, "100m": 3, **_SMALL}
 BLOCK = {"cnn": 5, "1000x1k": 3, "1m": 5, "10m": 2, "100m": 1, **dict.fromkeys(_SMALL, 10)}
 BUDGET_S = {"cnn": 10, "1000x1k": 15, "1m": 10, "10m": 25, "100m": 60, **dict.fromkeys(_SMALL, 8)}

@@ -289,6 +289,9 @@ def kernel_thresholds() -> str:
         "jaxopt_lab_sgd_momentum_f32": "momentum SGD",
         "jaxopt_lab_radam_f32": "RAdam",
         "jaxopt_lab_nadam_f32": "NAdam",
+        "jaxopt_lab_adamax_f32": "Adamax",
+        "jaxopt_lab_adadelta_f32": "Adadelta",
+        "jaxopt_lab_rprop_f32": "Rprop",
     }
     by_size: dict[int, list[str]] = {}
     for target, size in _native.MIN_SIZE.items():
@@ -834,9 +837,8 @@ REST_SIZES = ("cnn", "1000x1k", "1m", "10m")
 
 
 # The other algorithms' runs, newest first: an optimizer's row comes from the newest run that
-# measured it (the code changed between them: bench_update_rest_after after the Rprop/Adafactor
-# work, bench_update_rest_kernel after the RAdam/NAdam kernels).
-REST_RUNS = ("bench_update_rest_kernel", "bench_update_rest_after", "bench_update_rest")
+# measured it (one full run since the Adamax/Adadelta/Rprop kernels).
+REST_RUNS = ("bench_update_rest",)
 
 
 def _rest_ratios() -> dict[tuple[str, str], dict]:

@@ -148,6 +148,7 @@ ALGORITHMS: tuple[Algorithm, ...] = (
         optax="optax.adamax",
         optax_exact=True,
         optax_differences="no weight decay or maximize (chained transforms)",
+        kernels=("jaxopt_lab_adamax_f32",),
     ),
     Algorithm(
         "adadelta",
@@ -157,6 +158,7 @@ ALGORITHMS: tuple[Algorithm, ...] = (
         optax_exact=True,
         optax_differences="weight_decay is optax's L2 term, as torch's; maximize is a chained "
         "transform; learning_rate=None returns the un-negated step",
+        kernels=("jaxopt_lab_adadelta_f32",),
     ),
     Algorithm("asgd", "ASGD", ("eta", "mu", "ax"), optax=None, optax_differences="no optax ASGD"),
     Algorithm(
@@ -166,6 +168,7 @@ ALGORITHMS: tuple[Algorithm, ...] = (
         optax="optax.rprop",
         optax_differences="optax emits the previous step's update (its first update is 0; "
         "torch's is +-lr), and 0 where the gradient's sign flips",
+        kernels=("jaxopt_lab_rprop_f32",),
     ),
     Algorithm(
         "adafactor",

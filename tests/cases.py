@@ -151,7 +151,7 @@ class Case:
     @property
     def has_kernel(self) -> bool:
         """Whether float32 leaves can take a one-pass CPU kernel (``jaxopt_lab.optim.native``)."""
-        return self.algo in ("adam", "adamw", "radam", "nadam") or (
+        return self.algo in ("adam", "adamw", "radam", "nadam", "adamax", "adadelta", "rprop") or (
             self.algo == "sgd"
             and (callable(self.kwargs.get("momentum")) or "momentum" in self.kwargs)
         )

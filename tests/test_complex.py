@@ -187,6 +187,9 @@ def test_complex128_trajectory(case):
         lambda: jol.sgd(0.01, 0.9),
         lambda: jol.radam(1e-3, weight_decay=0.1),
         lambda: jol.nadam(2e-3, weight_decay=0.1),
+        lambda: jol.adamax(2e-3, weight_decay=0.1),
+        lambda: jol.adadelta(1.0, weight_decay=0.1),
+        lambda: jol.rprop(1e-2),
     ],
 )
 def test_complex_leaves_skip_the_native_kernels(make, monkeypatch):

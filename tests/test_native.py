@@ -1,11 +1,11 @@
 """The one-pass CPU kernels (``jaxopt_lab.optim.native``) equal the pure-JAX rules bit for bit.
 
 Each row of ``cases.CASES`` that has a kernel (Adam, AdamW, AMSGrad, momentum SGD, RAdam,
-NAdam), and the rows of ``EXTRA_CASES``, runs a few steps twice, ``JAXOPT_LAB_NATIVE=off`` (XLA)
-and ``=always`` (kernel), on one problem holding every kind of leaf (``LEAVES``), with x64 on and
-off; params, every state buffer and the count must be identical, signed zeros and subnormals
-included (NaNs: same places, see the test). torch parity of the
-kernels themselves is ``test_parity.py``'s ``kernel`` rows. The rest: routing under ``auto``,
+NAdam, Adamax, Adadelta, Rprop), and the rows of ``EXTRA_CASES``, runs a few steps twice,
+``JAXOPT_LAB_NATIVE=off`` (XLA) and ``=always`` (kernel), on one problem holding every kind of
+leaf (``LEAVES``), with x64 on and off; params, every state buffer and the count must be
+identical, signed zeros and subnormals included (NaNs: same places, see the test). torch parity
+of the kernels themselves is ``test_parity.py``'s ``kernel`` rows. The rest: routing under ``auto``,
 in-place updates under donation, derivatives and ``vmap`` through a kernel, and the lowering for
 GPU (the pure rule, no custom call).
 """
@@ -25,6 +25,7 @@ from _reference import bitwise_equal, ulp_distance
 from cases import CASES, Case
 
 import jaxopt_lab as jol
+from jaxopt_lab import registry
 from jaxopt_lab.optim import native as _native
 
 KERNELS = _native.status()
@@ -37,9 +38,34 @@ def _sometimes_zero(count: jax.Array) -> jax.Array:
     return jnp.where(count % 2 == 0, 0.0, 0.1)
 
 
+# Rprop's factors are written one after another into the sign tensor and the gradient is zeroed
+# where the result equals etaminus: scheduled etas outside 0 < etaminus < 1 < etaplus take the
+# other branches (etaminus = 1: zeroed where the sign product is <= 0 or NaN; etaplus < 0, at
+# count 2 after an unmasked step: the positive products get etaminus too).
+def _etaminus_sometimes_one(count: jax.Array) -> jax.Array:
+    return jnp.where(count % 2 == 0, 1.0, 0.5)
+
+
+def _etaplus_sometimes_negative(count: jax.Array) -> jax.Array:
+    return jnp.where(count % 3 == 2, -2.0, 1.2)
+
+
 EXTRA_CASES = [
     Case("radam", {"lr": 1e-3, "weight_decay": _sometimes_zero}, "wd-sometimes-zero"),
     Case("nadam", {"lr": 2e-3, "weight_decay": _sometimes_zero}, "wd-sometimes-zero"),
+    Case("adamax", {"lr": 2e-3, "weight_decay": _sometimes_zero}, "wd-sometimes-zero"),
+    Case("adadelta", {"lr": 1.0, "weight_decay": _sometimes_zero}, "wd-sometimes-zero"),
+    Case(
+        "rprop",
+        {"etas": (_etaminus_sometimes_one, _etaplus_sometimes_negative)},
+        "etas-scheduled-out-of-range",
+    ),
+    # Zero step sizes against zero bounds of the other sign: the clamp's maximum (+0 against a
+    # -0 lower bound) and minimum (-0 against a +0 upper bound) of signed zeros.
+    Case("rprop", {"lr": 0.0, "step_sizes": (-0.0, 1.0)}, "zero-step-sizes-max"),
+    Case("rprop", {"lr": -0.0, "step_sizes": (-0.0, 0.0)}, "zero-step-sizes-min"),
+    # Subnormal bounds: XLA's max and min read them as zeros of their sign (DAZ).
+    Case("rprop", {"lr": 1e-3, "step_sizes": (-1e-40, 1e-40)}, "subnormal-step-sizes"),
 ]
 KERNEL_CASES = [c for c in CASES if c.has_kernel] + EXTRA_CASES
 # RAdam rectifies from step 6 at the earliest (rho_t < t): 8 steps take both branches.
@@ -129,12 +155,22 @@ def test_extension_is_built():
     assert KERNELS.available, KERNELS.reason
 
 
+def test_registry_names_every_kernel():
+    """The registry's ``kernels`` name exactly the kernels there are (``MIN_SIZE``'s targets), and
+    every case row that this file runs through a kernel is of an algorithm that names one."""
+    assert {t for a in registry.ALGORITHMS for t in a.kernels} == set(_native.MIN_SIZE)
+    assert all(registry.get(c.algo).kernels for c in KERNEL_CASES)
+
+
 def _kernel_params():
-    """Every kernel row with x64 on (the suite's mode); RAdam's and NAdam's with x64 off too,
-    where their step scalars (r_t, the per-leaf step sizes) are double-single arithmetic."""
+    """Every kernel row with x64 on (the suite's mode); with x64 off too those whose step
+    scalars are double-single arithmetic (RAdam's r_t, NAdam's per-leaf step sizes, Adamax's
+    lr / (1 - beta1^t)), Adadelta's and Rprop's (constant scalars: one row each, for the L2
+    modes and for the scheduled etas)."""
+    x64_off = ("adadelta-wd-sometimes-zero", "rprop-etas-scheduled-out-of-range")
     for c in KERNEL_CASES:
         yield pytest.param(c, True, id=f"{c.id}-x64-on")
-        if c.algo in ("radam", "nadam"):
+        if c.algo in ("radam", "nadam", "adamax") or c.id in x64_off:
             yield pytest.param(c, False, id=f"{c.id}-x64-off")
 
 
@@ -174,8 +210,11 @@ def _kernel_leaf_shapes(hlo: str) -> set[str]:
         (lambda: jol.adam(1e-3), "jaxopt_lab_adam_f32"),
         (lambda: jol.radam(1e-3), "jaxopt_lab_radam_f32"),
         (lambda: jol.nadam(2e-3), "jaxopt_lab_nadam_f32"),
+        (lambda: jol.adamax(2e-3), "jaxopt_lab_adamax_f32"),
+        (lambda: jol.adadelta(1.0), "jaxopt_lab_adadelta_f32"),
+        (lambda: jol.rprop(1e-2), "jaxopt_lab_rprop_f32"),
     ],
-    ids=["adam", "radam", "nadam"],
+    ids=["adam", "radam", "nadam", "adamax", "adadelta", "rprop"],
 )
 def test_kernel_is_used_where_it_should(make, target, monkeypatch):
     """Which leaves the kernel updates, per mode: float32 and >= MIN_SIZE under ``auto``."""
@@ -206,6 +245,9 @@ def test_kernel_updates_in_place_when_donated(monkeypatch):
         jol.sgd(1e-2, momentum=0.9),
         jol.radam(1e-3),
         jol.nadam(2e-3),
+        jol.adamax(2e-3),
+        jol.adadelta(1.0),
+        jol.rprop(1e-2),
     ):
         hlo = _hlo(opt.update, params, params, opt.init(params))
         assert _kernel_calls(hlo) == 1
@@ -219,6 +261,9 @@ GRAD_IDS = (
     "radam-decoupled-maximize",
     "nadam-wd",
     "nadam-wd-sometimes-zero",
+    "adamax-wd-maximize",
+    "adadelta-wd",
+    "rprop-maximize",
 )
 GRAD_CASES = [c for c in KERNEL_CASES if c.id in GRAD_IDS]
 
@@ -236,8 +281,8 @@ def test_derivatives_and_vmap_through_a_kernel(case, monkeypatch):
     2 ULP of the exact product, so two associations are within 4 ULP of each other. RAdam's
     first (unrectified) step has five for the gradient (``3``, ``q^2``, ``1 - beta1``,
     ``1 / bias_correction1``, ``lr``): four roundings, each association again within 2 ULP.
-    Measured here: 2 (SGD Nesterov, RAdam), 0 for the Adam and NAdam rows, whose graphs
-    simplify alike.
+    Measured here: 2 (SGD Nesterov, RAdam), 0 for the Adam, NAdam, Adamax, Adadelta and Rprop
+    rows, whose graphs simplify alike.
     """
     rng = np.random.default_rng(3)
     p = {"w": jnp.asarray(rng.standard_normal((4, 33)), jnp.float32)}
@@ -267,8 +312,11 @@ def test_derivatives_and_vmap_through_a_kernel(case, monkeypatch):
         (lambda: jol.adam(1e-3, amsgrad=True), "jaxopt_lab_amsgrad_f32"),
         (lambda: jol.radam(1e-3), "jaxopt_lab_radam_f32"),
         (lambda: jol.nadam(2e-3), "jaxopt_lab_nadam_f32"),
+        (lambda: jol.adamax(2e-3, weight_decay=0.1), "jaxopt_lab_adamax_f32"),
+        (lambda: jol.adadelta(1.0, maximize=True), "jaxopt_lab_adadelta_f32"),
+        (lambda: jol.rprop(1e-2, maximize=True), "jaxopt_lab_rprop_f32"),
     ],
-    ids=["amsgrad", "radam", "nadam"],
+    ids=["amsgrad", "radam", "nadam", "adamax", "adadelta", "rprop"],
 )
 def test_gpu_lowering_uses_the_pure_rule(make, target, monkeypatch):
     """Lowered for CUDA the update calls no kernel (``platform_dependent``); for CPU it does."""

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from jaxopt_lab.optim import complex_params as C
 from jaxopt_lab.optim import kernels as K
+from jaxopt_lab.optim import native as _native
 from jaxopt_lab.optim.base import Optimizer, ScalarOrSchedule
 from jaxopt_lab.optim.checks import (
     Bound,
@@ -127,4 +128,7 @@ def adadelta(
             p = K.add(p, delta, s["neg_lr"])
         return p, (square_avg, acc_delta)
 
-    return leafwise("adadelta", init_leaf, update_leaf, scalars, AdadeltaState)
+    decay = _native.decay_mode(use_decay, False, dynamic_decay)
+    target, names = "jaxopt_lab_adadelta_f32", _native.ADADELTA_SCALARS
+    many = _native.leaf_updates(target, update_leaf, names, decay, maximize)
+    return leafwise("adadelta", init_leaf, update_leaf, scalars, AdadeltaState, update_leaves=many)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxopt_lab.optim import kernels as K
+from jaxopt_lab.optim import native as _native
 from jaxopt_lab.optim.base import Optimizer, ScalarOrSchedule
 from jaxopt_lab.optim.checks import (
     check_adam_family,
@@ -111,4 +112,7 @@ def adamax(
         p = K.addcdiv(p, exp_avg, exp_inf, s["neg_clr"])  # param.addcdiv_(.., value=-clr)
         return p, (exp_avg, exp_inf)
 
-    return leafwise("adamax", init_leaf, update_leaf, scalars, AdamaxState)
+    decay = _native.decay_mode(use_decay, False, dynamic_decay)
+    target, names = "jaxopt_lab_adamax_f32", _native.ADAMAX_SCALARS
+    many = _native.leaf_updates(target, update_leaf, names, decay, maximize)
+    return leafwise("adamax", init_leaf, update_leaf, scalars, AdamaxState, update_leaves=many)

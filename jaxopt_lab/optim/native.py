@@ -1,5 +1,5 @@
 """One-pass CPU kernels for the float32 leaves of Adam, AdamW, AMSGrad, momentum SGD, RAdam
-(RAdamW) and NAdam (NAdamW).
+(RAdamW), NAdam (NAdamW), Adamax, Adadelta and Rprop.
 
 XLA:CPU compiles an Adam step into three loops over memory (new ``m``, new ``v``, new ``p``),
 ~40 bytes per float32 parameter where one pass moves 28; a momentum step into two; and it runs
@@ -14,9 +14,9 @@ shared out over XLA's CPU thread pool.
 Which leaves take the kernel is decided when the update is traced:
 
 * ``JAXOPT_LAB_NATIVE`` unset or ``auto``: float32 leaves of at least :data:`MIN_SIZE` elements
-  (per kernel, from a measurement: 4,096 for Adam and RAdam, 16,384 for NAdam, 65,536 for
-  momentum SGD), if the kernels can run (below) and compute ``fma`` with a hardware instruction
-  on this CPU;
+  (per kernel, from a measurement: 256 for Rprop, 4,096 for Adam, RAdam and Adadelta, 16,384
+  for NAdam and Adamax, 65,536 for momentum SGD), if the kernels can run (below) and compute
+  ``fma`` with a hardware instruction on this CPU;
 * ``JAXOPT_LAB_NATIVE=always``: every float32 leaf; ``=off``: none (XLA's loops only).
 
 The kernels run on CPU only: lowered for another backend (GPU, TPU) the same call is the pure
@@ -63,6 +63,9 @@ MIN_SIZE = {
     "jaxopt_lab_sgd_momentum_f32": 65536,
     "jaxopt_lab_radam_f32": 4096,
     "jaxopt_lab_nadam_f32": 16384,
+    "jaxopt_lab_adamax_f32": 16384,
+    "jaxopt_lab_adadelta_f32": 4096,
+    "jaxopt_lab_rprop_f32": 256,
 }
 """Per kernel, the smallest leaf (in elements) it takes under ``JAXOPT_LAB_NATIVE=auto``.
 
@@ -74,7 +77,17 @@ cheap, so its kernel loses at 16k and wins from 64k. Below ~16k a step is dispat
 way. RAdam and NAdam: ``--sizes 1000x1k,4k,16k,64k,256k,1m --impls jol_xla,jol_kernel
 --optimizers nadam,radam --no-rss --out bench_update_rest_threshold`` (fastest runs): RAdam's
 kernel ties XLA at 4k and wins from 16k (as Adam's); NAdam's ties at 4k and 16k and wins from
-64k.
+64k. Adamax and Adadelta: the same with ``--optimizers adamax,adadelta --out
+bench_update_rest_threshold2``: Adamax's kernel ties at 4k and 16k and wins from 64k (0.80x of
+XLA's fastest run there, 0.59x at 256k); Adadelta's (two square roots and a division in XLA's
+loops too) wins from 4k (0.54x) on. Rprop: ``--optimizers rprop --sizes
+256,1k,4k,16k,64k,256k,1m --impls jol_xla,jol_kernel --no-rss --out
+bench_update_rest_threshold3`` (idle, medians): its kernel ties XLA at 256 and 1k
+elements (0.99x, 1.03x) and wins from 4k on (0.19x, 0.33x at 16k, 0.78x at 1m). The threshold
+is 256, not 4,096, for models like the CIFAR CNN whose leaves of 456-2,400 elements would
+otherwise run as a second group of XLA loops beside the kernel call (a helper's timing of 20
+donated steps per round, not a repo command: the bench's CNN 0.80x of XLA with 256, 1.18x with
+4,096; with a sync after every step, as ``bench_update`` times, 1.04x vs XLA).
 """
 
 RADAM_SCALARS = (
@@ -119,6 +132,15 @@ ADAM_SCALARS = (
 
 SGD_SCALARS = ("neg_lr", "momentum", "one_minus_dampening", "weight_decay")
 """The momentum-SGD step scalars, in the order of ``SgdScalars`` in ``csrc/native.cc``."""
+
+ADAMAX_SCALARS = ("one_minus_beta1", "beta2", "eps", "weight_decay", "neg_clr")
+"""The Adamax step scalars, in the order of ``AdamaxScalars`` in ``csrc/native.cc``."""
+
+ADADELTA_SCALARS = ("neg_lr", "rho", "one_minus_rho", "eps", "weight_decay")
+"""The Adadelta step scalars, in the order of ``AdadeltaScalars`` in ``csrc/native.cc``."""
+
+RPROP_SCALARS = ("etaminus", "etaplus", "step_size_min", "step_size_max", "minus_one")
+"""The Rprop step scalars, in the order of ``RpropScalars`` in ``csrc/native.cc``."""
 
 
 def decay_mode(use_decay: bool, decoupled: bool, dynamic: bool = False) -> int:
@@ -254,6 +276,9 @@ def _load() -> Status:
 _ADAM_TEST = [0.5, 0.5, 0.25, 0.0, 0.0, 1.0, -0.5, 1.0]  # ADAM_SCALARS, see csrc/native.cc
 _RADAM_TEST = [0.5, 0.5, 0.25, 0.0, 0.0, 1.0, 0.5, 0.5, 1.0, 0.5, 1.0]  # RADAM_SCALARS
 _NADAM_TEST = [0.5, 0.5, 0.25, 0.0, 0.0, 1.0, 0.25]  # NADAM_SCALARS
+_ADAMAX_TEST = [0.5, 0.5, 0.0, 0.0, -0.5]  # ADAMAX_SCALARS
+_ADADELTA_TEST = [-0.5, 0.75, 0.25, 0.0, 0.0]  # ADADELTA_SCALARS
+_RPROP_TEST = [0.5, 2.0, 0.0, 8.0, -1.0]  # RPROP_SCALARS
 _SELF_TESTS = (
     (  # m = lerp(0, 2, 0.5) = 1, v = 0.25 * 2 * 2 = 1, p = 1 - 0.5 * 1 / (sqrt(1) / 1 + 0)
         "jaxopt_lab_adam_f32",
@@ -284,6 +309,24 @@ _SELF_TESTS = (
         (_NADAM_TEST, [-0.25], [-0.5], 1.0, 2.0, 0.0, 0.0),
         {"decay": 0, "maximize": False},
         (0.5, 1.0, 1.0),
+    ),
+    (  # m = lerp(0, 2, 0.5) = 1, u = max(0 * 0.5, |2| + 0) = 2: p = 1 + (-0.5 * 1) / 2
+        "jaxopt_lab_adamax_f32",
+        (_ADAMAX_TEST, 1.0, 2.0, 0.0, 0.0),
+        {"decay": 0, "maximize": False},
+        (0.75, 1.0, 2.0),
+    ),
+    (  # v = 0.25 * 2 * 2 = 1, delta = sqrt(4) / sqrt(1) * 2 = 4, u = 0.25 * 16 + 0.75 * 4
+        "jaxopt_lab_adadelta_f32",  # p = 1 - 0.5 * 4
+        (_ADADELTA_TEST, 1.0, 2.0, 0.0, 4.0),
+        {"decay": 0, "maximize": False},
+        (-1.0, 1.0, 7.0),
+    ),
+    (  # sign(2 * 1) > 0: step = clamp(0.5 * 2, 0, 8) = 1, prev = 2, p = 1 - sign(2) * 1
+        "jaxopt_lab_rprop_f32",
+        (_RPROP_TEST, 1.0, 2.0, 1.0, 0.5),
+        {"decay": 0, "maximize": False},
+        (0.0, 2.0, 1.0),
     ),
 )
 
@@ -377,23 +420,75 @@ def route(
     update_leaf: LeafUpdate,
     kernel: KernelUpdate,
     target: str,
+    update_rest: KernelUpdate | None = None,
 ) -> tuple[list[jax.Array], list[tuple[Any, ...]]]:
     """Leaves for which ``use_for(p, target)`` holds go to ``kernel`` together, the rest to
-    ``update_leaf`` one by one; results come back in the leaves' order."""
-    picked = []
+    ``update_rest`` together (if given; Rprop's pure rule orders its loops over all leaves at
+    once) or to ``update_leaf`` one by one; results come back in the leaves' order."""
+
+    def each(ps, gs, bufs, ctx):
+        pairs = [update_leaf(*leaf, ctx) for leaf in zip(ps, gs, bufs, strict=True)]
+        return [p for p, _ in pairs], [b for _, b in pairs]
+
+    kernel_leaves = [use_for(p, target) for p in ps]
+    picked = [i for i, k in enumerate(kernel_leaves) if k]
+    rest = [i for i, k in enumerate(kernel_leaves) if not k]
     new_ps: list[Any] = [None] * len(ps)
     new_bufs: list[Any] = [None] * len(ps)
-    for i, p in enumerate(ps):
-        if use_for(p, target):
-            picked.append(i)
-        else:
-            new_ps[i], new_bufs[i] = update_leaf(p, gs[i], bufs[i], ctx)
-    if picked:
-        sub = [[xs[i] for i in picked] for xs in (ps, gs, bufs)]
-        kernel_ps, kernel_bufs = kernel(*sub, ctx)
-        for j, i in enumerate(picked):
-            new_ps[i], new_bufs[i] = kernel_ps[j], kernel_bufs[j]
+    for idx, fn in ((rest, update_rest or each), (picked, kernel)):
+        if idx:
+            sub = [[xs[i] for i in idx] for xs in (ps, gs, bufs)]
+            sub_ps, sub_bufs = fn(*sub, ctx)
+            for j, i in enumerate(idx):
+                new_ps[i], new_bufs[i] = sub_ps[j], sub_bufs[j]
     return new_ps, new_bufs
+
+
+def leaf_updates(
+    target: str,
+    update_leaf: LeafUpdate,
+    names: Sequence[str],
+    decay: int,
+    maximize: bool,
+    update_rest: KernelUpdate | None = None,
+) -> KernelUpdate:
+    """``update_leaves`` for :func:`jaxopt_lab.optim.leafwise.leafwise`: the leaves
+    :func:`route` picks go to the FFI ``target`` (attributes ``decay``, :func:`decay_mode`, and
+    ``maximize``) in one call, the others to ``update_rest`` (all at once) or ``update_leaf``.
+
+    For a rule whose step scalars are ``names`` (all of ``ctx.scalars``, shared by the leaves,
+    packed in that order) and whose state is params-shaped buffers, each an operand and a result
+    of the handler (roles: param, grad, then each buffer). ``update_leaf(p, g, buffers, ctx) ->
+    (p, buffers)`` is the pure rule; as :func:`one_pass`'s ``rule`` it may read only
+    ``ctx.scalars`` and ``ctx.zero``.
+    """
+
+    def kernel(ps, gs, bufs, ctx):  # the float32 leaves, in one call
+        n_bufs = len(bufs[0])
+
+        def rule(p, g, *rest):  # (*buffers, packed scalars, zero), as one_pass passes them
+            *leaf_bufs, packed, zero = rest
+            count = jnp.zeros((), jnp.int32)  # not read; the outer count is not closed over
+            leaf_ctx = ctx._replace(count=count, scalars=unpack(packed, names), zero=zero)
+            new_p, new_bufs = update_leaf(p, g, tuple(leaf_bufs), leaf_ctx)
+            return (new_p, *new_bufs)
+
+        new_p, *new_bufs = one_pass(
+            target,
+            rule,
+            [ps, gs, *([b[k] for b in bufs] for k in range(n_bufs))],
+            outputs=(0, *range(2, 2 + n_bufs)),
+            operands=(pack(ctx.scalars, names),),
+            rule_only=(ctx.zero,),
+            decay=decay,
+            maximize=maximize,
+        )
+        return new_p, list(zip(*new_bufs, strict=True))
+
+    def update_leaves(ps, gs, bufs, ctx):
+        return route(ps, gs, bufs, ctx, update_leaf, kernel, target, update_rest)
+
+    return update_leaves
 
 
 def one_pass(

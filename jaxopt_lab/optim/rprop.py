@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from jaxopt_lab.optim import double as _double
 from jaxopt_lab.optim import kernels as K
+from jaxopt_lab.optim import native as _native
 from jaxopt_lab.optim.base import Optimizer, ScalarOrSchedule
 from jaxopt_lab.optim.checks import (
     Bound,
@@ -166,9 +167,10 @@ def rprop(
         new_ps, new_bufs = update_leaves([p], [g], [bufs], ctx)
         return new_ps[0], new_bufs[0]
 
-    return leafwise(
-        "rprop", init_leaf, update_leaf, scalars, RpropState, update_leaves=update_leaves
-    )
+    # Large float32 leaves: the one-pass kernel (jaxopt_lab.optim.native); the others together.
+    target, names = "jaxopt_lab_rprop_f32", _native.RPROP_SCALARS
+    many = _native.leaf_updates(target, update_leaf, names, 0, maximize, update_leaves)
+    return leafwise("rprop", init_leaf, update_leaf, scalars, RpropState, update_leaves=many)
 
 
 def _after(xs: list[jax.Array], count: jax.Array) -> jax.Array:

@@ -3,7 +3,8 @@
 // XLA:CPU compiles an Adam step into three loops over memory (new m, new v, new p): ~40 bytes
 // per float32 parameter instead of the 28 a single pass moves. These handlers make that single
 // pass, doing torch's single-tensor (foreach=False) arithmetic in the same order, with the same
-// roundings, as the pure-JAX rules in jaxopt_lab/optim/{adam,sgd,radam,nadam}.py:
+// roundings, as the pure-JAX rules in jaxopt_lab/optim/{adam,sgd,radam,nadam,adamax,
+// adadelta,rprop}.py:
 //
 //   torch op                        here
 //   a.add(b, alpha=s)               fma(s, b, a)
@@ -13,8 +14,12 @@
 //   a.addcmul(b, c, value=v)        fma(v * b, c, a)
 //   a.addcdiv(b, c, value=v)        a + (v * b) / c
 //   a.sqrt(), a / s, a + s          one IEEE operation each
+//   a.abs()                         std::fabs(a)           (exact)
+//   torch.maximum(a, b)             a >= b or a NaN ? a : b
 //   a * b (two tensors)             one IEEE operation
 //   s / a (Tensor.__rtruediv__)     (1 / a) * s            (a.reciprocal() * s: two roundings)
+//   a.sign()                        (a > 0) - (a < 0)      (sign(NaN) = 0, sign(-0.0) = +0.0)
+//   a.clamp(lo, hi)                 min(max(a, lo), hi)    (XLA's: NaN wins, max(-0, +0) = +0)
 //
 // Build flags matter: -ffp-contract=off (no FMA the source does not spell), no -ffast-math
 // (setup.py passes -fno-fast-math after the user's CFLAGS; the #error guards below refuse a build
@@ -204,6 +209,10 @@ ffi::Error ReadScalars(const ffi::Buffer<ffi::F32>& buffer, Scalars* s) {
   return ffi::Error::Success();
 }
 
+// A block kernel: fn(in, out, scalars, lo, hi) updates elements [lo, hi) of one leaf.
+template <typename Scalars>
+using BlockFn = void (*)(const float* const*, float* const*, const Scalars&, int64_t, int64_t);
+
 // Runs fn(in, out, scalars, lo, hi) over every block of every leaf.
 template <int kIn, int kOut, typename Fn, typename Scalars>
 void RunBlocks(ffi::ThreadPool& pool, const Leaves<kIn, kOut>& leaves, Fn fn, const Scalars& s) {
@@ -232,6 +241,43 @@ auto WithFlags(Make make, bool flag, Rest... rest) {
 
 enum Decay : int64_t { kNoDecay = 0, kL2 = 1, kDecoupled = 2 };
 
+// The element rules' shared torch ops (rounded as in the table at the top of this file).
+
+// grad = -grad if maximize, then the weight decay: grad.add(param, alpha=wd) (kL2) or
+// param.mul_(1 - lr * wd) (kDecoupled). `S`: a scalars struct with weight_decay (and decay,
+// for kDecoupled).
+template <int64_t kDecayMode, bool kMaximize, typename S>
+[[gnu::always_inline]] inline void DecayGrad(float& p, float& g, const S& s) {
+  if (kMaximize) g = -g;
+  if constexpr (kDecayMode == kL2) g = std::fma(s.weight_decay, p, g);
+  if constexpr (kDecayMode == kDecoupled) p = p * s.decay;
+}
+
+// a.lerp(e, w), its branch (|w| < 0.5) picked per call.
+template <bool kSmallWeight>
+[[gnu::always_inline]] inline float Lerp(float a, float e, float w) {
+  const float diff = e - a;
+  return kSmallWeight ? std::fma(w, diff, a) : std::fma(w - 1.0f, diff, e);
+}
+
+// a.mul_(beta).addcmul_(x, x, value=value): a running average of squares.
+[[gnu::always_inline]] inline float MulAddcmulSquare(float a, float beta, float value, float x) {
+  return std::fma(value * x, x, a * beta);
+}
+
+// torch.maximum(a, b): a NaN on either side wins. Of two zeros this returns a; XLA's maximum
+// returns +0 and torch's a or b (its vector loop b, its scalar tail a), but the rules here never
+// compare zeros of opposite signs: exp_avg_sq, max_exp_avg_sq, exp_inf and |g| + eps are
+// never -0.
+[[gnu::always_inline]] inline float Maximum(float a, float b) {
+  return (a >= b || a != a) ? a : b;
+}
+
+// a.addcdiv(b, c, value=v)
+[[gnu::always_inline]] inline float Addcdiv(float a, float b, float c, float v) {
+  return a + (v * b) / c;
+}
+
 // The Adam family's shared first steps (torch's _single_tensor_adam, _radam and _nadam run
 // them alike): maximize, the weight decay, exp_avg.lerp_(grad, 1 - beta1) and
 // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2). `S`: any of the scalars structs
@@ -243,14 +289,9 @@ struct Moments {
 template <int64_t kDecayMode, bool kMaximize, bool kSmallWeight, typename S>
 [[gnu::always_inline]] inline Moments AdamMoments(float p, float g, float m0, float v0,
                                                   const S& s) {
-  if (kMaximize) g = -g;
-  if (kDecayMode == kL2) g = std::fma(s.weight_decay, p, g);   // grad.add(param, alpha=wd)
-  if (kDecayMode == kDecoupled) p = p * s.decay;                // param.mul_(1 - lr * wd)
-  const float w = s.one_minus_beta1;
-  const float diff = g - m0;                                    // exp_avg.lerp_(grad, 1 - b1)
-  const float m = kSmallWeight ? std::fma(w, diff, m0) : std::fma(w - 1.0f, diff, g);
-  const float v_scaled = v0 * s.beta2;                          // exp_avg_sq.mul_(beta2)
-  const float v = std::fma(s.one_minus_beta2 * g, g, v_scaled);  // .addcmul_(g, g, 1 - b2)
+  DecayGrad<kDecayMode, kMaximize>(p, g, s);
+  const float m = Lerp<kSmallWeight>(m0, g, s.one_minus_beta1);  // exp_avg.lerp_(grad, 1 - b1)
+  const float v = MulAddcmulSquare(v0, s.beta2, s.one_minus_beta2, g);
   return {p, g, m, v};
 }
 
@@ -273,31 +314,27 @@ JOL_CLONES void AdamBlock(const float* const* in, float* const* out, const AdamS
     const auto [p, g, m, v] =
         AdamMoments<kDecayMode, kMaximize, kSmallWeight>(p_in[i], g_in[i], m_in[i], v_in[i], s);
     float second = v;
-    if (kAmsgrad) {                                               // torch.maximum (NaN wins)
-      const float old = vmax_in[i];
-      second = (old >= v || old != old) ? old : v;
+    if (kAmsgrad) {
+      second = Maximum(vmax_in[i], v);
       vmax_out[i] = second;
     }
     const float denom = std::sqrt(second) / s.bias_correction2_sqrt + s.eps;
-    p_out[i] = p + (s.neg_step_size * m) / denom;                 // param.addcdiv_(m, denom)
+    p_out[i] = Addcdiv(p, m, denom, s.neg_step_size);            // param.addcdiv_(m, denom)
     m_out[i] = m;
     v_out[i] = v;
   }
 }
 
-using AdamBlockFn = void (*)(const float* const*, float* const*, const AdamScalars&, int64_t,
-                             int64_t);
-
 template <bool kAmsgrad, int64_t kDecayMode>
 struct MakeAdam {
   template <bool kMaximize, bool kSmallWeight>
-  AdamBlockFn operator()() const {
+  BlockFn<AdamScalars> operator()() const {
     return AdamBlock<kAmsgrad, kDecayMode, kMaximize, kSmallWeight>;
   }
 };
 
 template <bool kAmsgrad>
-AdamBlockFn PickAdam(int64_t decay, bool maximize, bool small_weight) {
+BlockFn<AdamScalars> PickAdam(int64_t decay, bool maximize, bool small_weight) {
   switch (decay) {
     case kL2:
       return WithFlags(MakeAdam<kAmsgrad, kL2>{}, maximize, small_weight);
@@ -348,12 +385,9 @@ JOL_CLONES void SgdBlock(const float* const* in, float* const* out, const SgdSca
   }
 }
 
-using SgdBlockFn = void (*)(const float* const*, float* const*, const SgdScalars&, int64_t,
-                            int64_t);
-
 struct MakeSgd {
   template <bool kDecay, bool kMaximize, bool kNesterov, bool kFirst>
-  SgdBlockFn operator()() const {
+  BlockFn<SgdScalars> operator()() const {
     return SgdBlock<kDecay, kMaximize, kNesterov, kFirst>;
   }
 };
@@ -380,6 +414,30 @@ constexpr int64_t kL2WhereNonzero = 3;
 int64_t StepDecay(int64_t decay, float weight_decay) {
   if (decay != kL2WhereNonzero) return decay;
   return weight_decay != 0.0f ? kL2 : kNoDecay;
+}
+
+// Make<mode>{} with the flags (see WithFlags) for this call's weight decay. Rules without a
+// decoupled decay (Adamax, Adadelta) pass kDecoupledToo = false: Make<kDecoupled> is not built.
+template <template <int64_t> class Make, bool kDecoupledToo, typename... Flags>
+auto PickDecay(int64_t decay, float weight_decay, Flags... flags) {
+  const int64_t mode = StepDecay(decay, weight_decay);
+  if constexpr (kDecoupledToo) {
+    if (mode == kDecoupled) return WithFlags(Make<kDecoupled>{}, flags...);
+  }
+  return mode == kL2 ? WithFlags(Make<kL2>{}, flags...) : WithFlags(Make<kNoDecay>{}, flags...);
+}
+
+// One call of a kernel whose step scalars are all shared by the leaves: reads them, collects the
+// leaves and runs pick(scalars)'s block kernel over them.
+template <typename Scalars, int kIn, int kOut, typename Pick>
+ffi::Error RunStep(ffi::ThreadPool& pool, const ffi::Buffer<ffi::F32>& scalars,
+                   const ffi::RemainingArgs& args, const ffi::RemainingRets& rets, Pick pick) {
+  Scalars s;
+  if (auto err = ReadScalars(scalars, &s); err.failure()) return err;
+  Leaves<kIn, kOut> leaves;
+  if (auto err = Collect(args, rets, &leaves); err.failure()) return err;
+  RunBlocks(pool, leaves, pick(s), s);
+  return ffi::Error::Success();
 }
 
 // The order of jaxopt_lab.optim.native.RADAM_SCALARS. `rectify` is 1 on the steps with
@@ -412,38 +470,21 @@ JOL_CLONES void RadamBlock(const float* const* in, float* const* out, const Rada
   }
 }
 
-using RadamBlockFn = void (*)(const float* const*, float* const*, const RadamScalars&, int64_t,
-                              int64_t);
-
 template <int64_t kDecayMode>
 struct MakeRadam {
   template <bool kMaximize, bool kSmallWeight, bool kRectify>
-  RadamBlockFn operator()() const {
+  BlockFn<RadamScalars> operator()() const {
     return RadamBlock<kDecayMode, kMaximize, kSmallWeight, kRectify>;
   }
 };
 
 ffi::Error RadamImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars, ffi::RemainingArgs args,
                      ffi::RemainingRets rets, int64_t decay, bool maximize) {
-  RadamScalars s;
-  if (auto err = ReadScalars(scalars, &s); err.failure()) return err;
-  Leaves<4, 3> leaves;
-  if (auto err = Collect(args, rets, &leaves); err.failure()) return err;
-  const bool small_weight = std::fabs(s.one_minus_beta1) < 0.5f;
-  const bool rectify = s.rectify > 0.0f;
-  RadamBlockFn fn;
-  switch (StepDecay(decay, s.weight_decay)) {
-    case kL2:
-      fn = WithFlags(MakeRadam<kL2>{}, maximize, small_weight, rectify);
-      break;
-    case kDecoupled:
-      fn = WithFlags(MakeRadam<kDecoupled>{}, maximize, small_weight, rectify);
-      break;
-    default:
-      fn = WithFlags(MakeRadam<kNoDecay>{}, maximize, small_weight, rectify);
-  }
-  RunBlocks(pool, leaves, fn, s);
-  return ffi::Error::Success();
+  return RunStep<RadamScalars, 4, 3>(pool, scalars, args, rets, [&](const RadamScalars& s) {
+    const bool small_weight = std::fabs(s.one_minus_beta1) < 0.5f;
+    return PickDecay<MakeRadam, true>(decay, s.weight_decay, maximize, small_weight,
+                                      s.rectify > 0.0f);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -536,27 +577,210 @@ ffi::Error NadamImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
   return ffi::Error::Success();
 }
 
+// ---------------------------------------------------------------------------------------------
+// Adamax (torch.optim._single_tensor_adamax).
+
+// The order of jaxopt_lab.optim.native.ADAMAX_SCALARS. neg_clr = -(lr / (1 - beta1 ** t)).
+struct AdamaxScalars {
+  float one_minus_beta1, beta2, eps, weight_decay, neg_clr;
+};
+
+// in: p, g, exp_avg, exp_inf; out: p, exp_avg, exp_inf
+template <int64_t kDecayMode, bool kMaximize, bool kSmallWeight>
+JOL_CLONES void AdamaxBlock(const float* const* in, float* const* out, const AdamaxScalars& s,
+                            int64_t lo, int64_t hi) {
+  const float *p_in = in[0], *g_in = in[1], *m_in = in[2], *u_in = in[3];
+  float *p_out = out[0], *m_out = out[1], *u_out = out[2];
+#pragma GCC ivdep
+  for (int64_t i = lo; i < hi; ++i) {
+    float p = p_in[i], g = g_in[i];
+    DecayGrad<kDecayMode, kMaximize>(p, g, s);
+    const float m = Lerp<kSmallWeight>(m_in[i], g, s.one_minus_beta1);  // exp_avg.lerp_
+    // torch.maximum(exp_inf.mul_(beta2), grad.abs().add_(eps), out=exp_inf)
+    const float u = Maximum(u_in[i] * s.beta2, std::fabs(g) + s.eps);
+    p_out[i] = Addcdiv(p, m, u, s.neg_clr);  // param.addcdiv_(exp_avg, exp_inf, value=-clr)
+    m_out[i] = m;
+    u_out[i] = u;
+  }
+}
+
+template <int64_t kDecayMode>
+struct MakeAdamax {
+  template <bool kMaximize, bool kSmallWeight>
+  BlockFn<AdamaxScalars> operator()() const {
+    return AdamaxBlock<kDecayMode, kMaximize, kSmallWeight>;
+  }
+};
+
+ffi::Error AdamaxImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
+                      ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t decay,
+                      bool maximize) {
+  return RunStep<AdamaxScalars, 4, 3>(pool, scalars, args, rets, [&](const AdamaxScalars& s) {
+    const bool small_weight = std::fabs(s.one_minus_beta1) < 0.5f;
+    return PickDecay<MakeAdamax, false>(decay, s.weight_decay, maximize, small_weight);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Adadelta (torch.optim._single_tensor_adadelta).
+
+// The order of jaxopt_lab.optim.native.ADADELTA_SCALARS.
+struct AdadeltaScalars {
+  float neg_lr, rho, one_minus_rho, eps, weight_decay;
+};
+
+// in: p, g, square_avg, acc_delta; out: p, square_avg, acc_delta
+template <int64_t kDecayMode, bool kMaximize>
+JOL_CLONES void AdadeltaBlock(const float* const* in, float* const* out, const AdadeltaScalars& s,
+                              int64_t lo, int64_t hi) {
+  const float *p_in = in[0], *g_in = in[1], *v_in = in[2], *u_in = in[3];
+  float *p_out = out[0], *v_out = out[1], *u_out = out[2];
+#pragma GCC ivdep
+  for (int64_t i = lo; i < hi; ++i) {
+    float p = p_in[i], g = g_in[i];
+    DecayGrad<kDecayMode, kMaximize>(p, g, s);
+    const float u0 = u_in[i];
+    const float v = MulAddcmulSquare(v_in[i], s.rho, s.one_minus_rho, g);
+    const float std_dev = std::sqrt(v + s.eps);                 // square_avg.add(eps).sqrt_()
+    // acc_delta.add(eps).sqrt_().div_(std).mul_(grad)
+    const float delta = (std::sqrt(u0 + s.eps) / std_dev) * g;
+    u_out[i] = MulAddcmulSquare(u0, s.rho, s.one_minus_rho, delta);
+    p_out[i] = std::fma(s.neg_lr, delta, p);                     // param.add_(delta, alpha=-lr)
+    v_out[i] = v;
+  }
+}
+
+template <int64_t kDecayMode>
+struct MakeAdadelta {
+  template <bool kMaximize>
+  BlockFn<AdadeltaScalars> operator()() const {
+    return AdadeltaBlock<kDecayMode, kMaximize>;
+  }
+};
+
+ffi::Error AdadeltaImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
+                        ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t decay,
+                        bool maximize) {
+  return RunStep<AdadeltaScalars, 4, 3>(pool, scalars, args, rets, [&](const AdadeltaScalars& s) {
+    return PickDecay<MakeAdadelta, false>(decay, s.weight_decay, maximize);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rprop (torch.optim._single_tensor_rprop). Comparisons and selects only, besides two products
+// and the addcmul; they follow the pure rule's XLA ops (jaxopt_lab/optim/rprop.py) exactly, so
+// NaNs, signed zeros and scheduled etas that break 0 < etaminus < 1 < etaplus come out alike.
+
+// torch.sign: (x > 0) - (x < 0), so sign(NaN) = 0 and sign(-0.0) = +0.0.
+[[gnu::always_inline]] inline float TorchSign(float x) {
+  return static_cast<float>(x > 0.0f) - static_cast<float>(x < 0.0f);
+}
+
+// XLA's maximum and minimum (jnp.maximum / jnp.minimum): a NaN on either side wins, and of two
+// zeros of opposite signs maximum returns +0 and minimum -0.
+// Every comparison is made unconditionally, then selected on: a comparison evaluated only on
+// some path may trap (-ftrapping-math), so GCC would keep the branch and not vectorize the loop.
+[[gnu::always_inline]] inline float XlaMaximum(float a, float b) {
+  const bool nan = a != a, greater = a > b, tie = a == b;
+  const float on_tie = std::signbit(a) ? b : a;  // +0 unless both are -0
+  const float max = greater ? a : (tie ? on_tie : b);  // b NaN: max is b
+  return nan ? a : max;
+}
+
+[[gnu::always_inline]] inline float XlaMinimum(float a, float b) {
+  const bool nan = a != a, less = a < b, tie = a == b;
+  const float on_tie = std::signbit(a) ? a : b;  // -0 unless both are +0
+  const float min = less ? a : (tie ? on_tie : b);
+  return nan ? a : min;
+}
+
+// A -0.0 the compiler cannot see: x + OpaqueNegZero() is x, or its sign's zero if x is
+// subnormal (XLA runs with FTZ/DAZ), as the pure rule's x + opaque_zero; x + -0.0f would be
+// folded away.
+inline float OpaqueNegZero() {
+  static volatile float neg_zero = -0.0f;
+  return neg_zero;
+}
+
+// The order of jaxopt_lab.optim.native.RPROP_SCALARS; minus_one is addcmul's value (-1).
+struct RpropScalars {
+  float etaminus, etaplus, step_size_min, step_size_max, minus_one;
+};
+
+// in: p, g, prev, step_size; out: p, prev, step_size
+template <bool kMaximize>
+JOL_CLONES void RpropBlock(const float* const* in, float* const* out, const RpropScalars& s,
+                           int64_t lo, int64_t hi) {
+  const float *p_in = in[0], *g_in = in[1], *prev_in = in[2], *step_in = in[3];
+  float *p_out = out[0], *prev_out = out[1], *step_out = out[2];
+  const float neg_zero = OpaqueNegZero();
+  // The clamp's bounds as XLA's max and min read them (a subnormal one as zero).
+  const float step_min = s.step_size_min + neg_zero, step_max = s.step_size_max + neg_zero;
+#pragma GCC ivdep
+  for (int64_t i = lo; i < hi; ++i) {
+    const float g = kMaximize ? -g_in[i] : g_in[i];
+    float f = TorchSign(g * prev_in[i]);  // sign = grad.mul(prev).sign()
+    f = f > 0.0f ? s.etaplus : f;         // sign[sign.gt(0)] = etaplus
+    f = f < 0.0f ? s.etaminus : f;        // sign[sign.lt(0)] = etaminus
+    f = f == 0.0f ? 1.0f : f;             // sign[sign.eq(0)] = 1
+    // step_size.mul_(sign).clamp_(step_size_min, step_size_max)
+    const float step = XlaMinimum(XlaMaximum(step_in[i] * f, step_min), step_max);
+    // grad[sign.eq(etaminus)] = 0 (the pure rule's g + opaque -0.0 orders its loops). Both
+    // the kept gradient and its sign are computed unconditionally, then selected (sign(+0) = 0):
+    // GCC would thread TorchSign(prev) through the select into branches (see XlaMaximum).
+    const float kept = g + neg_zero, kept_sign = TorchSign(kept);
+    const bool masked = f == s.etaminus;
+    const float prev = masked ? 0.0f : kept;
+    const float prev_sign = masked ? 0.0f : kept_sign;
+    // param.addcmul_(grad.sign(), step_size, value=-1)
+    p_out[i] = std::fma(s.minus_one * prev_sign, step, p_in[i]);
+    prev_out[i] = prev;  // prev.copy_(grad)
+    step_out[i] = step;
+  }
+}
+
+struct MakeRprop {
+  template <bool kMaximize>
+  BlockFn<RpropScalars> operator()() const {
+    return RpropBlock<kMaximize>;
+  }
+};
+
+// `decay`: the shared binding's attribute; Rprop has no weight decay, it must be 0.
+ffi::Error RpropImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars, ffi::RemainingArgs args,
+                     ffi::RemainingRets rets, int64_t decay, bool maximize) {
+  if (decay != kNoDecay) return ffi::Error::InvalidArgument("Rprop has no weight decay");
+  return RunStep<RpropScalars, 4, 3>(pool, scalars, args, rets, [&](const RpropScalars&) {
+    return WithFlags(MakeRprop{}, maximize);
+  });
+}
+
 }  // namespace
 
 // Operands: the step scalars (and SGD's count, NAdam's per-leaf values), then the leaves' arrays
 // role-major.
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JolAdamF32, AdamImpl<false>,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // step scalars
-                                  .RemainingArgs()               // p, g, exp_avg, exp_avg_sq
-                                  .RemainingRets()               // p, exp_avg, exp_avg_sq
-                                  .Attr<int64_t>("decay")
-                                  .Attr<bool>("maximize"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JolAmsgradF32, AdamImpl<true>,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // step scalars
-                                  .RemainingArgs()  // p, g, exp_avg, exp_avg_sq, max_exp_avg_sq
-                                  .RemainingRets()  // p, exp_avg, exp_avg_sq, max_exp_avg_sq
-                                  .Attr<int64_t>("decay")
-                                  .Attr<bool>("maximize"));
+namespace {
+
+// The binding of the handlers that take only the step scalars and the arrays (params, grads,
+// then each state buffer), with the decay mode and maximize.
+auto ScalarsArraysDecayMaximize() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::Buffer<ffi::F32>>()  // step scalars
+      .RemainingArgs()               // p, g, then each state buffer
+      .RemainingRets()               // p, then each state buffer
+      .Attr<int64_t>("decay")
+      .Attr<bool>("maximize");
+}
+
+}  // namespace
+
+// state: exp_avg, exp_avg_sq
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JolAdamF32, AdamImpl<false>, ScalarsArraysDecayMaximize());
+
+// state: exp_avg, exp_avg_sq, max_exp_avg_sq
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JolAmsgradF32, AdamImpl<true>, ScalarsArraysDecayMaximize());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JolSgdMomentumF32, SgdMomentumImpl,
                               ffi::Ffi::Bind()
@@ -569,14 +793,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JolSgdMomentumF32, SgdMomentumImpl,
                                   .Attr<bool>("maximize")
                                   .Attr<bool>("nesterov"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JolRadamF32, RadamImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // step scalars
-                                  .RemainingArgs()               // p, g, exp_avg, exp_avg_sq
-                                  .RemainingRets()               // p, exp_avg, exp_avg_sq
-                                  .Attr<int64_t>("decay")
-                                  .Attr<bool>("maximize"));
+// state: exp_avg, exp_avg_sq
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JolRadamF32, RadamImpl, ScalarsArraysDecayMaximize());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JolNadamF32, NadamImpl,
                               ffi::Ffi::Bind()
@@ -588,6 +806,15 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JolNadamF32, NadamImpl,
                                   .RemainingRets()               // p, exp_avg, exp_avg_sq
                                   .Attr<int64_t>("decay")
                                   .Attr<bool>("maximize"));
+
+// state: exp_avg, exp_inf
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JolAdamaxF32, AdamaxImpl, ScalarsArraysDecayMaximize());
+
+// state: square_avg, acc_delta
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JolAdadeltaF32, AdadeltaImpl, ScalarsArraysDecayMaximize());
+
+// state: prev, step_size (decay: always 0)
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JolRpropF32, RpropImpl, ScalarsArraysDecayMaximize());
 
 // The Python module: one PyCapsule per handler, for jax.ffi.register_ffi_target.
 
@@ -607,6 +834,9 @@ PyObject* Handlers(PyObject*, PyObject*) {
       {"jaxopt_lab_sgd_momentum_f32", reinterpret_cast<void*>(JolSgdMomentumF32)},
       {"jaxopt_lab_radam_f32", reinterpret_cast<void*>(JolRadamF32)},
       {"jaxopt_lab_nadam_f32", reinterpret_cast<void*>(JolNadamF32)},
+      {"jaxopt_lab_adamax_f32", reinterpret_cast<void*>(JolAdamaxF32)},
+      {"jaxopt_lab_adadelta_f32", reinterpret_cast<void*>(JolAdadeltaF32)},
+      {"jaxopt_lab_rprop_f32", reinterpret_cast<void*>(JolRpropF32)},
   };
   for (const auto& entry : table) {
     PyObject* cap = Capsule(entry.fn);
