@@ -25,6 +25,17 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def kernels_status() -> str:
+    """Whether jaxopt_lab's one-pass CPU kernels are on in this process ("on", or "OFF: why").
+
+    Every ``jol`` figure depends on it: a process whose extension fails its self-test (e.g. one
+    built from an older ``native.cc`` than ``native.py`` expects) runs XLA's loops instead."""
+    from jaxopt_lab.optim import native
+
+    st = native.status()
+    return "on" if st.available else f"OFF: {st.reason}"
+
+
 def machine() -> dict[str, Any]:
     """CPU model, cores, RAM, load and versions of the libraries compared."""
     cpu = platform.processor() or platform.machine()
@@ -50,6 +61,7 @@ def machine() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[pkg] = None
     return {
+        "kernels": kernels_status(),
         "cpu": cpu,
         "cores": os.cpu_count(),
         "caches": caches,
@@ -124,7 +136,8 @@ def machine_markdown(info: dict[str, Any]) -> str:
     return (
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['ram_gib']} GiB RAM "
         f"({', '.join(f'{k} {c}' for k, c in info['caches'].items())}); load average at start "
-        f"{load}. Versions: {vs}. {info['date_utc']}.\n"
+        f"{load}. Versions: {vs}. One-pass kernels: {info.get('kernels', 'not recorded')}. "
+        f"{info['date_utc']}.\n"
     )
 
 

@@ -483,6 +483,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     info = common.machine()
     info["torch_threads"] = torch.get_num_threads()
+    if info["kernels"] != "on":  # every jol figure below is then XLA's loops
+        print(f"WARNING: one-pass kernels {info['kernels']}", file=sys.stderr, flush=True)
     bw0 = bandwidth()
     print(f"bandwidth at start: {bw0}", flush=True)
     rows = []
