@@ -127,7 +127,7 @@ def adam(
         p = K.addcdiv(p, exp_avg, denom, s["neg_step_size"])
         return p, exp_avg, exp_avg_sq, max_exp_avg_sq
 
-    decay_mode = (2 if decoupled_weight_decay else 1) if use_decay else 0
+    decay_mode = _native.decay_mode(use_decay, decoupled_weight_decay)
 
     def native_rule(*args):  # (*leaf arrays, packed scalars, zero), as one_pass passes them
         *arrays, packed, zero = args
