@@ -8,6 +8,7 @@ alike; the ratios of medians taken side by side are the robust numbers, absolute
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -81,28 +82,33 @@ def interleaved(
     warmup: int = 2,
     settle: int = 1,
     budget_s: float | None = None,
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, Any]]:
     """Median/min/p25/p75 seconds of each ``fn()`` (which must block), timed round-robin.
 
     Each round runs every ``fn`` for ``settle`` untimed steps, then ``block`` timed steps: switching
     between frameworks costs the first step after the switch several ms on a 2-core machine
     (torch's OpenMP and XLA's thread pools wake up and compete), which is not the step's cost.
-    Stops early (after at least 3 rounds) once ``budget_s`` seconds have passed.
+    Stops early (after at least 6 rounds, the fewest a 95% interval needs) once ``budget_s``
+    seconds have passed. ``round_s`` keeps each round's median step, for :func:`paired_ratio`.
     """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
+    per_round: dict[str, list[float]] = {k: [] for k in fns}
     start = time.perf_counter()
     for r in range(rounds):
         for name, fn in fns.items():
             for _ in range(settle):
                 fn()
+            block_s = []
             for _ in range(block):
                 t0 = time.perf_counter()
                 fn()
-                times[name].append(time.perf_counter() - t0)
-        if budget_s is not None and r >= 2 and time.perf_counter() - start > budget_s:
+                block_s.append(time.perf_counter() - t0)
+            times[name] += block_s
+            per_round[name].append(float(np.median(block_s)))
+        if budget_s is not None and r >= 5 and time.perf_counter() - start > budget_s:
             break
     return {
         k: {
@@ -111,9 +117,48 @@ def interleaved(
             "p25_s": float(np.percentile(v, 25)),
             "p75_s": float(np.percentile(v, 75)),
             "runs": len(v),
+            "round_s": per_round[k],
         }
         for k, v in times.items()
     }
+
+
+def median_ci(n: int, level: float = 0.95) -> tuple[int, int] | None:
+    """0-based ranks (lo, hi) of the order statistics that bound the median of ``n`` samples
+    with at least ``level`` confidence, or None when ``n`` is too small.
+
+    Distribution-free: the number of samples below the median is Binomial(n, 1/2), so
+    ``[x_(k), x_(n-1-k)]`` (sorted) misses it with probability ``2 P(Bin(n, 1/2) <= k)``; k is the
+    largest rank that keeps that at or below ``1 - level``.
+    """
+    k, below = -1, 0.0
+    while k + 1 < n / 2:
+        below_next = below + math.comb(n, k + 1) / 2**n
+        if 2 * below_next > 1 - level:
+            break
+        k, below = k + 1, below_next
+    return None if k < 0 else (k, n - 1 - k)
+
+
+def paired_ratio(a: list[float], b: list[float], level: float = 0.95) -> dict[str, Any] | None:
+    """The median of the per-round ratios ``a[i] / b[i]`` with its ``level`` confidence interval
+    (:func:`median_ci`), and a verdict: ``faster`` (the interval below 1), ``slower`` (above 1)
+    or ``tie``.
+
+    Each round times ``a`` and ``b`` within milliseconds of each other (``interleaved``), so load
+    from other processes scales both; their ratio is the quantity to estimate, and rounds give
+    the samples. (Rounds are not strictly independent, since load drifts; pairing removes most of
+    that.) None for fewer rounds than an interval needs (6 at 95%).
+    """
+    if len(a) != len(b):
+        return None
+    ranks = median_ci(len(a), level)
+    if ranks is None:
+        return None
+    r = sorted(x / y for x, y in zip(a, b, strict=True))
+    lo, hi = r[ranks[0]], r[ranks[1]]
+    verdict = "faster" if hi < 1 else "slower" if lo > 1 else "tie"
+    return {"median": float(np.median(r)), "lo": lo, "hi": hi, "rounds": len(r), "verdict": verdict}
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

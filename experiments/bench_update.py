@@ -8,6 +8,9 @@
         --optimizers nadam,radam,adamax,adadelta,asgd,rprop,adafactor,muon,sparse_adam \
         --sizes cnn,1000x1k,1m,10m --skip adafactor@1000x1k  # bench_update_rest.md: 12 min
         # on 2 idle cores, 25 min at load 7 (adafactor@1000x1k: minutes of compile)
+    python experiments/bench_update.py --sizes cnn,mixed --impls jol,jol_xla,jol_kernel,optax \
+        --optimizers momentum,adam,amsgrad,radam,nadam,adamax,adadelta,rprop --no-rss \
+        --out bench_update_join  # whether small leaves should join the kernel call (JOIN_MAX)
     python experiments/bench_update.py --optimizers rest --sizes 1m --no-rss --out x  # + RMSprop,
         # Adagrad: every registry algorithm but SGD, Adam, AdamW (the default, "core") and L-BFGS
 
@@ -91,6 +94,8 @@ SIZES: dict[str, list[tuple[int, ...]]] = {
         (10,),
     ],
     "1000x1k": [(1000,)] * 1000,
+    # One large leaf beside many small ones (a model's weights beside its biases and norms).
+    "mixed": [(1_000_000,)] + [(1000,)] * 200,
     "256": [(256,)],
     "1k": [(1024,)],
     "4k": [(4096,)],
@@ -128,9 +133,25 @@ MUON_MAX_ELEMENTS = 1_000_000
 MUON_MAX_LEAVES = 100
 SPARSE_ROWS = 0.1  # fraction of an embedding table's rows a SparseAdam gradient touches
 _SMALL = {"256": 200, "1k": 200, "4k": 200, "16k": 200, "64k": 100, "256k": 60}
-ROUNDS = {"cnn": 60, "1000x1k": 30, "1m": 30, "10m": 12, "100m": 3, **_SMALL}
-BLOCK = {"cnn": 5, "1000x1k": 3, "1m": 5, "10m": 2, "100m": 1, **dict.fromkeys(_SMALL, 10)}
-BUDGET_S = {"cnn": 10, "1000x1k": 15, "1m": 10, "10m": 25, "100m": 60, **dict.fromkeys(_SMALL, 8)}
+ROUNDS = {"cnn": 60, "1000x1k": 30, "mixed": 30, "1m": 30, "10m": 12, "100m": 3, **_SMALL}
+BLOCK = {
+    "cnn": 5,
+    "1000x1k": 3,
+    "mixed": 3,
+    "1m": 5,
+    "10m": 2,
+    "100m": 1,
+    **dict.fromkeys(_SMALL, 10),
+}
+BUDGET_S = {
+    "cnn": 10,
+    "1000x1k": 15,
+    "mixed": 12,
+    "1m": 10,
+    "10m": 25,
+    "100m": 60,
+    **dict.fromkeys(_SMALL, 8),
+}
 IMPLS = ("jol", "jol_xla", "jol_flat", "optax", "torch_loop", "torch_foreach", "torch_fused")
 ALL_IMPLS = (*IMPLS, "jol_kernel", "jol_chunked", "jol_nodonate")
 NATIVE_MODE = {"jol_xla": "off", "jol_kernel": "always"}  # JAXOPT_LAB_NATIVE per impl
@@ -571,7 +592,9 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (size, optimizer): jaxopt_lab (plain and best variant) vs torch fused and optax.
 
     ``*_min`` ratios use the fastest run of each instead of the median: under load from other
-    processes they approximate the uncontended machine.
+    processes they approximate the uncontended machine. ``*_ci``: the median of the per-round
+    ratios with its 95% confidence interval and verdict (``_bench_common.paired_ratio``), the
+    figure that says whether a cell is slower, faster, or a tie within this run's noise.
     """
     out = []
     order = list(SIZES), list(OPTIMIZERS)
@@ -592,6 +615,13 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     entry[f"jol/{ref}{suffix}"] = t["jol"] / t[ref]
                 if ref in t and best:
                     entry[f"best_jol/{ref}{suffix}"] = t[best] / t[ref]
+        rounds = {r["impl"]: r.get("round_s") for r in sel}
+        for ref in ("torch_fused", "optax"):
+            for label, impl in (("jol", "jol"), ("best_jol", entry["best_jol"])):
+                if rounds.get(ref) and rounds.get(impl):
+                    ci = common.paired_ratio(rounds[impl], rounds[ref])
+                    if ci:
+                        entry[f"{label}/{ref}_ci"] = ci
         out.append(entry)
     return out
 
@@ -606,6 +636,8 @@ RATIO_COLUMNS = (
     ("best/fused (min)", "best_jol/torch_fused_min"),
     ("jol/optax (min)", "jol/optax_min"),
     ("best/optax (min)", "best_jol/optax_min"),
+    ("best/fused 95% CI", "best_jol/torch_fused_ci"),
+    ("best/optax 95% CI", "best_jol/optax_ci"),
 )
 CORE_RATIOS = {  # the columns of a core-only table
     "jol/torch_fused",
@@ -613,7 +645,17 @@ CORE_RATIOS = {  # the columns of a core-only table
     "best_jol/optax",
     "best_jol/torch_fused_min",
     "best_jol/optax_min",
+    "best_jol/torch_fused_ci",
+    "best_jol/optax_ci",
 }
+
+
+def ci_cell(ci: dict[str, Any] | None) -> str | None:
+    """A paired ratio's interval as a table cell: ``0.81–0.95`` (a tie is marked ``~``)."""
+    if ci is None:
+        return None
+    mark = " ~" if ci["verdict"] == "tie" else ""
+    return f"{ci['lo']:.2f}–{ci['hi']:.2f}{mark}"
 
 
 def render(res: dict[str, Any]) -> str:
@@ -651,7 +693,10 @@ def render(res: dict[str, Any]) -> str:
                 best,
                 rs[best]["gbs"],
                 100 * rs[best]["fraction_of_bandwidth"],
-                *[entry.get(key) for _, key in ratio_cols],
+                *[
+                    ci_cell(entry.get(key)) if key.endswith("_ci") else entry.get(key)
+                    for _, key in ratio_cols
+                ],
                 *([rs["jol"].get("setup_s") if "jol" in rs else None] if compile_col else []),
             ]
         )
@@ -677,7 +722,9 @@ def render(res: dict[str, Any]) -> str:
         f"{b['end']['jax_inplace_axpb_gbs']:.1f}). GB/s and % bw are the best jaxopt_lab "
         f"variant's, counting SGD 12, momentum 20, Adam/AdamW 28, AMSGrad 36 bytes/param"
         f"{others}. Ratios < 1: jaxopt_lab faster; `best` is the fastest jaxopt_lab variant; "
-        f"`(min)` ratios compare fastest runs (the uncontended machine), the others medians."
+        f"`(min)` ratios compare fastest runs (the uncontended machine), the others medians; "
+        f"`95% CI`: the interval of the median of per-round paired ratios (each round times every "
+        f"implementation back to back), `~` where it contains 1 (a tie within this run's noise)."
         f"{load_end}",
         "",
         common.markdown_table(header, table),

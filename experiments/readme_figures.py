@@ -858,9 +858,10 @@ def update_rest_table() -> str:
     for opt in dict.fromkeys(o for o, _ in ratios):
         cells = []
         for size in REST_SIZES:
-            r = ratios.get((opt, size), {})
-            median, fastest = r.get("best_jol/optax"), r.get("best_jol/optax_min")
-            cells.append("–" if median is None else f"{median:.2f} ({fastest:.2f})")
+            ci = ratios.get((opt, size), {}).get("best_jol/optax_ci")
+            cells.append(
+                "–" if ci is None else f"{ci['median']:.2f} ({ci['lo']:.2f}–{ci['hi']:.2f})"
+            )
         if set(cells) != {"–"}:
             run = next(r["run"] for (o, _), r in ratios.items() if o == opt)
             rows.append([f"`{opt}`", *cells, f"`{run}.md`"])
@@ -870,11 +871,14 @@ def update_rest_table() -> str:
 @block
 def update_rest_summary() -> str:
     ratios = _rest_ratios().values()
-    optax = [r["best_jol/optax"] for r in ratios if r.get("best_jol/optax") is not None]
+    cis = [r["best_jol/optax_ci"] for r in ratios if r.get("best_jol/optax_ci")]
+    verdicts = [ci["verdict"] for ci in cis]
+    above = sum(ci["median"] > 1 for ci in cis)
     torch = [r["best_jol/torch_foreach"] for r in ratios if r.get("best_jol/torch_foreach")]
-    slower = sum(x > 1 for x in optax)
     return (
-        f"{slower} of {len(optax)} cells are above 1 by medians; against torch's "
+        f"of {len(cis)} cells, {verdicts.count('faster')} are faster than optax (the 95% interval "
+        f"below 1), {verdicts.count('tie')} ties (the interval contains 1) and "
+        f"{verdicts.count('slower')} slower; {above} medians are above 1; against torch's "
         f"`foreach=True` path jaxopt_lab takes {span(torch)}× its time (medians, every optimizer "
         f"and size)"
     )

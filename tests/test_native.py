@@ -85,8 +85,9 @@ def _values(rng: np.random.Generator, shape: tuple[int, ...], dtype=np.float32) 
 
 
 # One problem with every kind of leaf: small and odd shapes, a 0-d and an empty array, one that
-# spans many of the kernel's 16 Ki blocks (the thread pool shares it out), float16 and float64
-# leaves (never a kernel: they must come out as the pure rule's), and one whose grads carry
+# spans many of the kernel's 16 Ki blocks (the thread pool shares it out; the small leaves
+# before it share one task, its last partial block shares one with the leaf after), float16 and
+# float64 leaves (never a kernel: they must come out as the pure rule's), and one whose grads carry
 # NaN and +-inf. One problem, not one per kind: each (case, mode) compiles once.
 LEAVES = [
     ((37, 11), np.float32),
@@ -216,22 +217,36 @@ def _kernel_leaf_shapes(hlo: str) -> set[str]:
     ],
     ids=["adam", "radam", "nadam", "adamax", "adadelta", "rprop"],
 )
-def test_kernel_is_used_where_it_should(make, target, monkeypatch):
-    """Which leaves the kernel updates, per mode: float32 and >= MIN_SIZE under ``auto``."""
+@pytest.mark.parametrize("n_small", [1, _native.JOIN_MAX, _native.JOIN_MAX + 1])
+def test_kernel_is_used_where_it_should(make, target, n_small, monkeypatch):
+    """Which leaves the kernel updates, per mode: under ``auto`` float32 leaves >= MIN_SIZE, and
+    the smaller float32 leaves with them when there are at most JOIN_MAX of those; small leaves
+    alone make no call."""
     big = _native.MIN_SIZE[target]
-    small = big - 1
+    smalls = [big - 1 - i for i in range(n_small)]  # distinct sizes: one HLO shape each
     params = {
         "big": jnp.zeros((big,), jnp.float32),
-        "small": jnp.zeros((small,), jnp.float32),
+        "small": [jnp.zeros((n,), jnp.float32) for n in smalls],
         "big16": jnp.zeros((big,), jnp.float16),
     }
-    expected = {"auto": {f"f32[{big}]"}, "always": {f"f32[{big}]", f"f32[{small}]"}, "off": set()}
+    small_shapes = {f"f32[{n}]" for n in smalls}
+    joined = small_shapes if n_small <= _native.JOIN_MAX else set()
+    expected = {
+        "auto": {f"f32[{big}]", *joined},
+        "always": {f"f32[{big}]", *small_shapes},
+        "off": set(),
+    }
     for mode, shapes in expected.items():
         monkeypatch.setenv("JAXOPT_LAB_NATIVE", mode)
         opt = make()  # a new optimizer: the mode is read when its update is traced
         hlo = _hlo(opt.update, params, params, opt.init(params))
         assert _kernel_leaf_shapes(hlo) == shapes, mode
         assert _kernel_calls(hlo) == (1 if shapes else 0), mode  # all of them in one call
+    monkeypatch.setenv("JAXOPT_LAB_NATIVE", "auto")
+    opt = make()
+    only_small = {"small": params["small"]}
+    hlo = _hlo(opt.update, only_small, only_small, opt.init(only_small))
+    assert _kernel_calls(hlo) == 0
 
 
 @pytest.mark.requires_kernels

@@ -127,42 +127,19 @@ def adam(
         p = K.addcdiv(p, exp_avg, denom, s["neg_step_size"])
         return p, exp_avg, exp_avg_sq, max_exp_avg_sq
 
-    decay_mode = _native.decay_mode(use_decay, decoupled_weight_decay)
-
-    def native_rule(*args):  # (*leaf arrays, packed scalars, zero), as one_pass passes them
-        *arrays, packed, zero = args
-        vmax = arrays[4] if amsgrad else None
-        out = rule(*arrays[:4], vmax, _native.unpack(packed, _native.ADAM_SCALARS), zero)
-        return out if amsgrad else out[:3]
-
     def update_leaf(p, g, bufs, ctx: LeafContext):
         p, exp_avg, exp_avg_sq, max_exp_avg_sq = rule(
             p, g, *bufs, ctx.scalars, ctx.zero, ctx.complex
         )
         return p, (exp_avg, exp_avg_sq, max_exp_avg_sq)
 
-    target = "jaxopt_lab_amsgrad_f32" if amsgrad else "jaxopt_lab_adam_f32"
-
-    def kernel(ps, gs, bufs, ctx: LeafContext):  # the float32 leaves, in one call
-        roles = 3 if amsgrad else 2
-        columns = [ps, gs, *([b[k] for b in bufs] for k in range(roles))]
-        new_p, *new_bufs = _native.one_pass(
-            target,
-            native_rule,
-            columns,
-            outputs=(0, 2, 3, 4) if amsgrad else (0, 2, 3),
-            operands=(_native.pack(ctx.scalars, _native.ADAM_SCALARS),),
-            rule_only=(ctx.zero,),
-            decay=decay_mode,
-            maximize=maximize,
-        )
-        if not amsgrad:
-            new_bufs.append([None] * len(ps))
-        return new_p, list(zip(*new_bufs, strict=True))
-
-    def update_leaves(ps, gs, bufs, ctx: LeafContext):
-        return _native.route(ps, gs, bufs, ctx, update_leaf, kernel, target)
-
+    update_leaves = _native.leaf_updates(
+        "jaxopt_lab_amsgrad_f32" if amsgrad else "jaxopt_lab_adam_f32",
+        update_leaf,
+        _native.ADAM_SCALARS,
+        _native.decay_mode(use_decay, decoupled_weight_decay),
+        maximize,
+    )
     name = "adamw" if decoupled_weight_decay else "adam"
     return leafwise(name, init_leaf, update_leaf, scalars, AdamState, update_leaves=update_leaves)
 

@@ -16,7 +16,8 @@ Which leaves take the kernel is decided when the update is traced:
 * ``JAXOPT_LAB_NATIVE`` unset or ``auto``: float32 leaves of at least :data:`MIN_SIZE` elements
   (per kernel, from a measurement: 256 for Rprop, 4,096 for Adam, RAdam and Adadelta, 16,384
   for NAdam and Adamax, 65,536 for momentum SGD), if the kernels can run (below) and compute
-  ``fma`` with a hardware instruction on this CPU;
+  ``fma`` with a hardware instruction on this CPU, and with them the update's smaller float32
+  leaves when there are at most :data:`JOIN_MAX` of those;
 * ``JAXOPT_LAB_NATIVE=always``: every float32 leaf; ``=off``: none (XLA's loops only).
 
 The kernels run on CPU only: lowered for another backend (GPU, TPU) the same call is the pure
@@ -89,6 +90,22 @@ otherwise run as a second group of XLA loops beside the kernel call (a helper's 
 donated steps per round, not a repo command: the bench's CNN 0.80x of XLA with 256, 1.18x with
 4,096; with a sync after every step, as ``bench_update`` times, 1.04x vs XLA).
 """
+
+JOIN_MAX = 16
+"""Under ``auto``, float32 leaves below ``MIN_SIZE`` join a kernel call that larger leaves of
+the same update make, when there are at most this many of them.
+
+A second group of XLA loops beside the kernel call costs more than the kernel's pass over a few
+small leaves: ``experiments/bench_update.py --sizes cnn,mixed --impls jol,jol_xla,jol_kernel,optax
+--optimizers momentum,adam,amsgrad,radam,nadam,adamax,adadelta,rprop --no-rss --out
+bench_update_join``, run before this rule existed (its ``jol`` is the routing without joining,
+``jol_kernel`` every leaf in the call). On the CNN (3-9 small leaves beside 1-3 large ones) the
+median per-round ratio jol_kernel/jol is 0.57-0.72 for seven of the eight, each 95% interval
+below 1, and a tie for NAdam (0.83-1.01). With 200 leaves of 1k beside one of 1M (``mixed``)
+joining is a tie for four, faster for RAdam and NAdam (0.89, 0.64) and slower for AMSGrad and
+Adamax (1.28 each): there the kernel's per-leaf cost is the larger.
+16 is a choice between those two measurements (a model's biases and norms beside a few
+weights), not a measured crossover."""
 
 RADAM_SCALARS = (
     "one_minus_beta1",
@@ -422,7 +439,8 @@ def route(
     target: str,
     update_rest: KernelUpdate | None = None,
 ) -> tuple[list[jax.Array], list[tuple[Any, ...]]]:
-    """Leaves for which ``use_for(p, target)`` holds go to ``kernel`` together, the rest to
+    """Leaves for which ``use_for(p, target)`` holds (and the few small float32 leaves that join
+    them, :data:`JOIN_MAX`) go to ``kernel`` together, the rest to
     ``update_rest`` together (if given; Rprop's pure rule orders its loops over all leaves at
     once) or to ``update_leaf`` one by one; results come back in the leaves' order."""
 
@@ -431,6 +449,15 @@ def route(
         return [p for p, _ in pairs], [b for _, b in pairs]
 
     kernel_leaves = [use_for(p, target) for p in ps]
+    if any(kernel_leaves) and mode() == "auto":  # small float32 leaves may join (JOIN_MAX)
+        small = [
+            i
+            for i, (p, k) in enumerate(zip(ps, kernel_leaves, strict=True))
+            if not k and p.size and jnp.dtype(p.dtype) == jnp.float32
+        ]
+        if len(small) <= JOIN_MAX:
+            for i in small:
+                kernel_leaves[i] = True
     picked = [i for i, k in enumerate(kernel_leaves) if k]
     rest = [i for i, k in enumerate(kernel_leaves) if not k]
     new_ps: list[Any] = [None] * len(ps)
@@ -456,34 +483,41 @@ def leaf_updates(
     :func:`route` picks go to the FFI ``target`` (attributes ``decay``, :func:`decay_mode`, and
     ``maximize``) in one call, the others to ``update_rest`` (all at once) or ``update_leaf``.
 
-    For a rule whose step scalars are ``names`` (all of ``ctx.scalars``, shared by the leaves,
-    packed in that order) and whose state is params-shaped buffers, each an operand and a result
-    of the handler (roles: param, grad, then each buffer). ``update_leaf(p, g, buffers, ctx) ->
-    (p, buffers)`` is the pure rule; as :func:`one_pass`'s ``rule`` it may read only
-    ``ctx.scalars`` and ``ctx.zero``.
+    For a rule whose step scalars are ``names`` (packed in that order from ``ctx.scalars``,
+    shared by the leaves) and whose state is params-shaped buffers, each an operand and a result
+    of the handler (roles: param, grad, then each buffer that is not ``None``: a ``None`` buffer,
+    as Adam's ``max_exp_avg_sq`` without AMSGrad, is no role and stays ``None``).
+    ``update_leaf(p, g, buffers, ctx) -> (p, buffers)`` is the pure rule; as :func:`one_pass`'s
+    ``rule`` it may read only ``ctx.scalars`` (the ``names``) and ``ctx.zero``.
     """
 
     def kernel(ps, gs, bufs, ctx):  # the float32 leaves, in one call
-        n_bufs = len(bufs[0])
+        present = [k for k, b in enumerate(bufs[0]) if b is not None]
+
+        def with_nones(arrays):  # the present buffers back in their places
+            full = [None] * len(bufs[0])
+            for k, x in zip(present, arrays, strict=True):
+                full[k] = x
+            return tuple(full)
 
         def rule(p, g, *rest):  # (*buffers, packed scalars, zero), as one_pass passes them
             *leaf_bufs, packed, zero = rest
             count = jnp.zeros((), jnp.int32)  # not read; the outer count is not closed over
             leaf_ctx = ctx._replace(count=count, scalars=unpack(packed, names), zero=zero)
-            new_p, new_bufs = update_leaf(p, g, tuple(leaf_bufs), leaf_ctx)
-            return (new_p, *new_bufs)
+            new_p, new_bufs = update_leaf(p, g, with_nones(leaf_bufs), leaf_ctx)
+            return (new_p, *(new_bufs[k] for k in present))
 
         new_p, *new_bufs = one_pass(
             target,
             rule,
-            [ps, gs, *([b[k] for b in bufs] for k in range(n_bufs))],
-            outputs=(0, *range(2, 2 + n_bufs)),
+            [ps, gs, *([b[k] for b in bufs] for k in present)],
+            outputs=(0, *range(2, 2 + len(present))),
             operands=(pack(ctx.scalars, names),),
             rule_only=(ctx.zero,),
             decay=decay,
             maximize=maximize,
         )
-        return new_p, list(zip(*new_bufs, strict=True))
+        return new_p, [with_nones(leaf) for leaf in zip(*new_bufs, strict=True)]
 
     def update_leaves(ps, gs, bufs, ctx):
         return route(ps, gs, bufs, ctx, update_leaf, kernel, target, update_rest)

@@ -205,34 +205,20 @@ def radam(
     def update_leaf(p, g, bufs, ctx: LeafContext):
         return rule(p, g, bufs, computed_once(ctx.scalars, ctx.zero, constant), ctx)
 
-    target = "jaxopt_lab_radam_f32"
+    # The kernel route: the scalars computed once for all the leaves, then one rule per leaf
+    # that reads them from its context (in the kernel's rule, only the packed RADAM_SCALARS).
+    routed = _native.leaf_updates(
+        "jaxopt_lab_radam_f32",
+        lambda p, g, bufs, ctx: rule(p, g, bufs, {**ctx.scalars, "minus_one": -1.0}, ctx),
+        _native.RADAM_SCALARS,
+        _native.decay_mode(use_decay, decoupled_weight_decay, dynamic_decay),
+        maximize,
+    )
 
-    def native_rule(p, g, exp_avg, exp_avg_sq, packed, zero):  # as one_pass passes them
-        s = _native.unpack(packed, _native.RADAM_SCALARS)
-        ctx = LeafContext(jnp.zeros((), jnp.int32), s, zero)
-        p, (exp_avg, exp_avg_sq) = rule(p, g, (exp_avg, exp_avg_sq), {**s, "minus_one": -1.0}, ctx)
-        return p, exp_avg, exp_avg_sq
-
-    def update_leaves(ps, gs, bufs, ctx: LeafContext):  # the scalars once for all the leaves
-        s = computed_once(ctx.scalars, ctx.zero, constant)
-
-        def one(p, g, b, ctx):
-            return rule(p, g, b, s, ctx)
-
-        def kernel(ps, gs, bufs, ctx: LeafContext):  # the float32 leaves, in one call
-            new_p, *new_bufs = _native.one_pass(
-                target,
-                native_rule,
-                [ps, gs, [b[0] for b in bufs], [b[1] for b in bufs]],
-                outputs=(0, 2, 3),
-                operands=(_native.pack(s, _native.RADAM_SCALARS),),
-                rule_only=(ctx.zero,),
-                decay=_native.decay_mode(use_decay, decoupled_weight_decay, dynamic_decay),
-                maximize=maximize,
-            )
-            return new_p, list(zip(*new_bufs, strict=True))
-
-        return _native.route(ps, gs, bufs, ctx, one, kernel, target)
+    def update_leaves(ps, gs, bufs, ctx: LeafContext):
+        return routed(
+            ps, gs, bufs, ctx._replace(scalars=computed_once(ctx.scalars, ctx.zero, constant))
+        )
 
     return leafwise(
         "radam", init_leaf, update_leaf, scalars, RAdamState, update_leaves=update_leaves

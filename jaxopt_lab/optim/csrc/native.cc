@@ -29,7 +29,8 @@
 // (the JAX side asks XLA to reuse donated buffers); each element is read before it is written.
 // One call updates every float32 leaf of the optimizer (like torch's multi-tensor fused
 // kernels): XLA's per-leaf loop overhead goes too. Leaves are cut into blocks of at most 16 Ki
-// elements, shared out over XLA's intra-op thread pool when there are enough of them.
+// elements, consecutive small blocks gathered into tasks of up to 16 Ki elements, and the tasks
+// shared out over XLA's intra-op thread pool when there are enough of them.
 
 #include <Python.h>
 
@@ -157,6 +158,10 @@ struct Leaves {
   std::vector<int64_t> size;
   // Blocks of at most kBlock elements: (leaf, start, end).
   std::vector<std::array<int64_t, 3>> blocks;
+  // The units of work handed to threads: task t runs blocks [tasks[t], tasks[t + 1]). A large
+  // leaf's blocks are a task each; consecutive small leaves share one, up to kBlock elements in
+  // all, so that a thousand leaves of 1k elements are ~60 tasks, not a thousand.
+  std::vector<int64_t> tasks;
   int64_t elements = 0;
 };
 
@@ -190,12 +195,20 @@ ffi::Error Collect(const ffi::RemainingArgs& args, const ffi::RemainingRets& ret
       leaves->out[l][r] = (*buf)->typed_data();
     }
   }
+  int64_t task_elements = kBlock;  // of the task being filled: none open yet
   for (size_t l = 0; l < n; ++l) {
     for (int64_t lo = 0; lo < leaves->size[l]; lo += kBlock) {
-      leaves->blocks.push_back({static_cast<int64_t>(l), lo, std::min(leaves->size[l], lo + kBlock)});
+      const int64_t hi = std::min(leaves->size[l], lo + kBlock);
+      if (task_elements + (hi - lo) > kBlock) {
+        leaves->tasks.push_back(static_cast<int64_t>(leaves->blocks.size()));
+        task_elements = 0;
+      }
+      task_elements += hi - lo;
+      leaves->blocks.push_back({static_cast<int64_t>(l), lo, hi});
     }
     leaves->elements += leaves->size[l];
   }
+  leaves->tasks.push_back(static_cast<int64_t>(leaves->blocks.size()));
   return ffi::Error::Success();
 }
 
@@ -213,14 +226,23 @@ ffi::Error ReadScalars(const ffi::Buffer<ffi::F32>& buffer, Scalars* s) {
 template <typename Scalars>
 using BlockFn = void (*)(const float* const*, float* const*, const Scalars&, int64_t, int64_t);
 
+// Runs fn(in, out, scalars_of(leaf), lo, hi) over every block of every leaf, a task at a time.
+template <int kIn, int kOut, typename Fn, typename ScalarsOf>
+void RunTasks(ffi::ThreadPool& pool, const Leaves<kIn, kOut>& leaves, Fn fn,
+              const ScalarsOf& scalars_of) {
+  ParallelFor(pool, static_cast<int64_t>(leaves.tasks.size()) - 1, leaves.elements,
+              [&](int64_t t) {
+                for (int64_t b = leaves.tasks[t]; b < leaves.tasks[t + 1]; ++b) {
+                  const auto& [leaf, lo, hi] = leaves.blocks[b];
+                  fn(leaves.in[leaf].data(), leaves.out[leaf].data(), scalars_of(leaf), lo, hi);
+                }
+              });
+}
+
 // Runs fn(in, out, scalars, lo, hi) over every block of every leaf.
 template <int kIn, int kOut, typename Fn, typename Scalars>
 void RunBlocks(ffi::ThreadPool& pool, const Leaves<kIn, kOut>& leaves, Fn fn, const Scalars& s) {
-  ParallelFor(pool, static_cast<int64_t>(leaves.blocks.size()), leaves.elements,
-              [&](int64_t b) {
-                const auto& [leaf, lo, hi] = leaves.blocks[b];
-                fn(leaves.in[leaf].data(), leaves.out[leaf].data(), s, lo, hi);
-              });
+  RunTasks(pool, leaves, fn, [&](int64_t) -> const Scalars& { return s; });
 }
 
 // make.template operator()<flags...>() with runtime bools turned into template arguments: picks
@@ -538,11 +560,7 @@ struct MakeNadam {
 template <int kIn, int kOut, typename Fn, typename Scalars>
 void RunLeafBlocks(ffi::ThreadPool& pool, const Leaves<kIn, kOut>& leaves, Fn fn,
                    const std::vector<Scalars>& per_leaf) {
-  ParallelFor(pool, static_cast<int64_t>(leaves.blocks.size()), leaves.elements,
-              [&](int64_t b) {
-                const auto& [leaf, lo, hi] = leaves.blocks[b];
-                fn(leaves.in[leaf].data(), leaves.out[leaf].data(), per_leaf[leaf], lo, hi);
-              });
+  RunTasks(pool, leaves, fn, [&](int64_t leaf) -> const Scalars& { return per_leaf[leaf]; });
 }
 
 ffi::Error NadamImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> scalars,
